@@ -1,0 +1,3 @@
+"""coherence: cultural-coherence alignment of language models."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,151 @@
+"""The ``coherence`` command line. Thin: parses, calls one library function, prints."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from coherence.errors import CoherenceError
+
+app = typer.Typer(help="Cultural-coherence alignment: cultural packs -> DPO triplets.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+pack_app = typer.Typer(help="Author, check and inspect cultural packs.", no_args_is_help=True)
+app.add_typer(pack_app, name="pack")
+console = Console()
+err = Console(stderr=True)
+
+
+def _fail(exc: BaseException) -> None:
+    err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+STAGES = {"seed": "A seed", "attack": "B attack attempts", "respond": "C respond", "filter": "D filter"}
+
+
+@app.command()
+def run(
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Run config YAML (see configs/).")] = None,
+    pack: Annotated[Optional[str], typer.Option(help="Pack name or folder (default: ko-KR).")] = None,
+    target_count: Annotated[Optional[int], typer.Option(help="Accepted triplets wanted, balanced over domains.")] = None,
+    seeds_per_template: Annotated[Optional[int], typer.Option(help="Slot fills per template.")] = None,
+    resume: Annotated[Optional[str], typer.Option(help="Run id or folder to continue.")] = None,
+    run_id: Annotated[Optional[str], typer.Option(help="Name of a new run (default: from config+pack).")] = None,
+    runs_dir: Annotated[Optional[Path], typer.Option(help="Where runs are created (default: ./runs).")] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """Run stages A-D and export DPO triplets to runs/<id>/."""
+    from coherence.config import load_config
+    from coherence.pipeline.runner import prepare_run, run_async
+
+    logging.basicConfig(level=os.environ.get("COHERENCE_LOG", "WARNING"))
+    try:
+        cfg = load_config(config, {"pack": pack, "pipeline.target_count": target_count,
+                                   "pipeline.seeds_per_template": seeds_per_template,
+                                   "runs_dir": str(runs_dir) if runs_dir else None})
+        run_dir, cfg = prepare_run(cfg, resume=resume, run_id=run_id)
+        console.print(f"run [bold]{run_dir.name}[/] -> {run_dir}/  (pack {cfg.pack}, target {cfg.roles.target.model})")
+        with Progress(TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console, disable=quiet or not sys.stdout.isatty() and bool(os.environ.get("CI"))) as bar:
+            tasks = {k: bar.add_task(v, total=None) for k, v in STAGES.items()}
+            summary = asyncio.run(run_async(cfg, run_dir, advance=lambda s, n: bar.advance(tasks[s], n)))
+    except CoherenceError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        err.print(f"interrupted; continue with: coherence run --resume {run_dir.name}")
+        raise typer.Exit(130) from None
+    _print_summary(summary, run_dir)
+
+
+def _print_summary(summary: dict[str, Any], run_dir: Path) -> None:
+    f = summary["funnel"]
+    table = Table(title="funnel", show_header=True)
+    for col in ("seeds", "dup", "attacked", "attempts", "jailbroken", "q-rejected", "responded", "accepted",
+                "f-rejected", "over quota"):
+        table.add_column(col, justify="right")
+    table.add_row(*(str(f[k]) for k in ("seeds", "duplicates_removed", "attacked", "attempts", "jailbroken",
+                                         "query_rejected", "responded", "accepted", "filter_rejected",
+                                         "over_quota")))
+    console.print(table)
+    per = ", ".join(f"{d} {n}/{summary['quota_per_domain'][d]}" for d, n in summary["accepted_per_domain"].items())
+    console.print(f"accepted per domain: {per}")
+    inv = summary["this_invocation"]
+    console.print(f"model calls: {inv['model_calls_made']} made, {inv['model_calls_cached']} from cache; "
+                  f"tokens {inv['input_tokens']} in / {inv['output_tokens']} out; cost ${inv['cost_usd']:.4f}; "
+                  f"{inv['wall_seconds']} s")
+    if summary.get("offline_roles"):
+        console.print(f"[yellow]offline (pack-driven, not LLM) roles:[/] {', '.join(summary['offline_roles'])}")
+    ex = summary.get("exports", {})
+    console.print(f"triplets: {ex.get('triplets_jsonl')} ({ex.get('rows')} rows)\n"
+                  f"dataset:  {ex.get('dataset')}  (datasets.load_from_disk)\nsummary:  {run_dir / 'summary.json'}")
+
+
+@pack_app.command("validate")
+def pack_validate(path: Annotated[str, typer.Argument(help="Pack folder or name.")] = "ko-KR") -> None:
+    """Check a pack's schema and cross-references; print coverage per sub-category."""
+    from coherence.packs.loader import check_references, coverage, load_pack
+
+    try:
+        pack = load_pack(path, check=False)
+    except CoherenceError as exc:
+        _fail(exc)
+    problems = check_references(pack)
+    table = Table(title=f"{pack.ref} coverage")
+    rows = coverage(pack)
+    for col in rows[0]:
+        table.add_column(col, justify="left" if col in ("domain", "subcategory") else "right")
+    for row in rows:
+        table.add_row(*(str(v) for v in row.values()))
+    console.print(table)
+    for p in problems:
+        err.print(f"[red]problem:[/] {p}", highlight=False, soft_wrap=True)
+    if problems:
+        raise typer.Exit(1)
+    console.print(f"[green]ok[/] {pack.ref} ({pack.path})")
+
+
+@pack_app.command("list")
+def pack_list() -> None:
+    """List the packs coherence knows (built in and under $COHERENCE_PACKS_PATH)."""
+    from coherence.packs.loader import builtin_packs, load_pack
+
+    for name, path in builtin_packs().items():
+        try:
+            pack = load_pack(path, check=False)
+            console.print(f"{name}\t{pack.meta.version}\t{pack.meta.title}\t{path}")
+        except CoherenceError as exc:
+            console.print(f"{name}\t(broken: {exc})")
+
+
+@pack_app.command("show")
+def pack_show(name: Annotated[str, typer.Argument(help="Pack name or folder.")] = "ko-KR") -> None:
+    """Show a pack's scope, authorship and taxonomy."""
+    from coherence.packs.loader import load_pack
+
+    try:
+        pack = load_pack(name)
+    except CoherenceError as exc:
+        _fail(exc)
+    m = pack.meta
+    console.print(f"[bold]{m.title}[/] {pack.ref} ({m.language})  {pack.path}\n{m.scope.statement}")
+    console.print("covers: " + "; ".join(m.scope.covers) + "\nexcludes: " + "; ".join(m.scope.excludes))
+    console.print("authors: " + ", ".join(a.name for a in m.authorship.authors))
+    console.print(f"method: {m.authorship.method}\nreview: {m.authorship.review}")
+    for d in pack.taxonomy.domains:
+        console.print(f"[bold]{d.id}[/] {d.name} ({d.name_en})")
+        for s in d.subcategories:
+            laws = ", ".join(pack.statute[a].name for a in s.anchors)
+            console.print(f"  {s.id}: {s.name} - {laws}")
+
+
+def main() -> None:  # pragma: no cover
+    app()

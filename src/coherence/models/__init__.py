@@ -1,0 +1,14 @@
+"""Chat model access: one async protocol, a registry of providers, and one call choke point.
+
+Our own providers are ``provider:name`` specs (``local:smollm2``, ``offline:policy``,
+``mock:...``); any other string is a LiteLLM model string passed through unchanged.
+"""
+
+from coherence.models.base import ChatAPI, Message, ModelOutput, TransientError
+from coherence.models.calls import CallStats, Model, call_key
+from coherence.models.registry import ModelPool, get_api, provider, register_mock
+
+__all__ = [
+    "CallStats", "ChatAPI", "Message", "Model", "ModelOutput", "ModelPool", "TransientError",
+    "call_key", "get_api", "provider", "register_mock",
+]

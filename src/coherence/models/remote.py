@@ -1,0 +1,84 @@
+"""Remote models through LiteLLM: OpenAI, Anthropic, Gemini, vLLM, Ollama, any OpenAI-compatible server.
+
+Retries are ours (:mod:`coherence.models.calls`), so LiteLLM's are off; its errors are mapped to
+transient (retry) or fatal (stop the run at once). Keys are read from the environment variable the
+spec names and are never logged.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from coherence.config import ModelSpec
+from coherence.errors import FatalProviderError
+from coherence.models.base import Message, ModelOutput, TransientError
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # never fetch the price table
+
+_PASSTHROUGH = {"temperature", "max_tokens", "top_p", "seed", "response_format", "stop"}
+
+
+def _retry_after(exc: Exception) -> float | None:
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None) or {}
+    value = headers.get("retry-after") if hasattr(headers, "get") else None
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+class LiteLLMChat:
+    """A LiteLLM model string with an optional ``api_base`` and key variable."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.name, self.spec = spec.model, spec
+        self.api_key: str | None = None
+        if spec.api_key_env:
+            self.api_key = os.environ.get(spec.api_key_env)
+            if not self.api_key:
+                raise FatalProviderError(
+                    f"{spec.model}: environment variable {spec.api_key_env} is not set "
+                    f"(fix: export {spec.api_key_env}=... before the run; the key is never written to disk)")
+
+    async def generate_async(self, *, messages: list[Message], params: dict[str, Any],
+                             task: dict[str, Any]) -> ModelOutput:
+        import litellm
+
+        litellm.suppress_debug_info = True
+        kwargs: dict[str, Any] = {k: v for k, v in params.items() if k in _PASSTHROUGH}
+        if self.spec.api_base:
+            kwargs["api_base"] = self.spec.api_base
+        if self.api_key:
+            kwargs["api_key"] = self.api_key
+        elif self.spec.api_base:
+            kwargs["api_key"] = "not-needed"  # local OpenAI-compatible servers accept any key
+        try:
+            resp = await litellm.acompletion(model=self.spec.model, messages=messages, num_retries=0, max_retries=0,
+                                             timeout=self.spec.timeout, drop_params=True, **kwargs)
+        except litellm.ContentPolicyViolationError as exc:
+            return ModelOutput(text="", extra={"blocked": True, "reason": str(exc)[:500]})
+        except (litellm.AuthenticationError, litellm.PermissionDeniedError, litellm.NotFoundError) as exc:
+            raise FatalProviderError(f"{self.name}: {type(exc).__name__}: {str(exc)[:300]} "
+                                     f"(fix: check the model name, api_base and the key variable)") from None
+        except litellm.RateLimitError as exc:
+            raise TransientError("429", str(exc)[:300], retry_after=_retry_after(exc)) from None
+        except (litellm.Timeout, litellm.APIConnectionError, litellm.InternalServerError,
+                litellm.ServiceUnavailableError, litellm.BadGatewayError) as exc:
+            raise TransientError(type(exc).__name__, str(exc)[:300]) from None
+        except litellm.APIError as exc:
+            status = getattr(exc, "status_code", 0) or 0
+            if status >= 500 or status == 0:
+                raise TransientError(str(status or "api_error"), str(exc)[:300]) from None
+            raise FatalProviderError(f"{self.name}: {str(exc)[:300]}") from None
+        choice = resp.choices[0]
+        text = choice.message.content or ""
+        usage = getattr(resp, "usage", None)
+        try:
+            cost = float(litellm.completion_cost(completion_response=resp))
+        except Exception:  # noqa: BLE001 - unknown price (custom server): recorded as unknown
+            cost = None
+        return ModelOutput(text=text, input_tokens=getattr(usage, "prompt_tokens", None),
+                           output_tokens=getattr(usage, "completion_tokens", None), cost=cost,
+                           extra={"finish_reason": getattr(choice, "finish_reason", None)})

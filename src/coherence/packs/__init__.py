@@ -1,0 +1,1 @@
+"""Cultural packs: schema, loader, authoring tools."""

@@ -1,0 +1,365 @@
+"""Pydantic models of a cultural pack.
+
+A pack is a folder of YAML files; each file maps onto one top-level model below, so a validation
+error always knows which file it came from. Everything culture-specific lives in the data: these
+models only fix its shape.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+SLOT_RE = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
+ID_RE = r"^[a-z0-9][a-z0-9_.-]*$"
+
+Status = Literal["verified", "likely", "proposed"]
+"""verified: seen in a source; likely: consistent with what is known; proposed: machine-written, unreviewed."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---------------------------------------------------------------- pack.yaml
+
+
+class Scope(_Model):
+    statement: str = Field(description="One paragraph: which cultural context this pack covers.")
+    covers: list[str] = Field(min_length=1, description="What the pack covers, one item each.")
+    excludes: list[str] = Field(min_length=1, description="What it deliberately does not cover.")
+
+
+class Author(_Model):
+    name: str
+    role: str = ""
+    affiliation: str = ""
+
+
+class Authorship(_Model):
+    authors: list[Author] = Field(min_length=1)
+    method: str = Field(description="How the policy was drafted (by whom, from what).")
+    review: str = Field(description="How, and by whom, it was reviewed; say so if it was not.")
+
+
+class Source(_Model):
+    title: str
+    url: str = ""
+    note: str = ""
+
+
+class PackMeta(_Model):
+    name: str = Field(pattern=r"^[a-z]{2,3}-[A-Z]{2}([-.][A-Za-z0-9]+)*$", description="e.g. ko-KR")
+    version: str = Field(pattern=r"^\d+\.\d+\.\d+$")
+    language: str = Field(description="BCP-47 language of the pack's user-facing text, e.g. ko")
+    title: str
+    scope: Scope
+    authorship: Authorship
+    sources: list[Source] = Field(default_factory=list)
+
+
+# ---------------------------------------------------------------- taxonomy.yaml
+
+
+class Markers(_Model):
+    """Surface cues a heuristic judge looks for (any language a target may answer in)."""
+
+    query: list[str] = Field(default_factory=list, description="Cues that a query asks for this harm.")
+    response: list[str] = Field(
+        default_factory=list, description="Cues that a response engages with this harm."
+    )
+
+
+class SubCategory(_Model):
+    id: str = Field(pattern=ID_RE)
+    name: str
+    name_en: str
+    description: str
+    anchors: list[str] = Field(min_length=1, description="Statute ids (statutes.yaml) anchoring it.")
+    markers: Markers
+
+
+class Domain(_Model):
+    id: str = Field(pattern=ID_RE)
+    name: str
+    name_en: str
+    subcategories: list[SubCategory] = Field(min_length=1)
+
+
+class Taxonomy(_Model):
+    domains: list[Domain] = Field(min_length=1)
+
+
+# ---------------------------------------------------------------- statutes.yaml
+
+
+class Article(_Model):
+    ref: str = Field(description="Article number as the law writes it, e.g. '37' or '44-7 ① 2의2'.")
+    summary: str
+    penalty: str = ""
+    status: Status = "verified"
+
+
+class Statute(_Model):
+    id: str = Field(pattern=ID_RE)
+    name: str = Field(description="Official name in the pack language.")
+    name_en: str
+    aliases: list[str] = Field(default_factory=list, description="Short names users write.")
+    kind: Literal["law", "norm"] = "law"
+    articles: list[Article] = Field(default_factory=list)
+    status: Status = "verified"
+    source: str = ""
+
+
+class StatuteRegistry(_Model):
+    statutes: list[Statute] = Field(min_length=1)
+
+
+# ---------------------------------------------------------------- populations.yaml / institutions.yaml
+
+
+class Population(_Model):
+    id: str = Field(pattern=ID_RE)
+    name: str
+    name_en: str
+    terms: list[str] = Field(min_length=1, description="Respectful terms users and policies use.")
+    note: str = ""
+    status: Status = "verified"
+
+
+class Populations(_Model):
+    populations: list[Population] = Field(min_length=1)
+
+
+class Institution(_Model):
+    id: str = Field(pattern=ID_RE)
+    name: str
+    name_en: str
+    aliases: list[str] = Field(default_factory=list)
+    contact: str = Field(default="", description="Hotline number or web address, as users dial or type it.")
+    purpose: str
+    status: Status = "verified"
+    source: str = ""
+
+
+class Alternative(_Model):
+    id: str = Field(pattern=ID_RE)
+    name: str
+    name_en: str
+    aliases: list[str] = Field(default_factory=list)
+    description: str
+    status: Status = "verified"
+
+
+class Institutions(_Model):
+    institutions: list[Institution] = Field(min_length=1)
+    alternatives: list[Alternative] = Field(default_factory=list)
+
+
+# ---------------------------------------------------------------- policies.yaml
+
+
+class StatuteCitation(_Model):
+    statute: str = Field(description="Statute id from statutes.yaml.")
+    article: str = Field(default="", description="Article ref registered under that statute.")
+
+
+class Strategies(_Model):
+    """Response strategies, one block per property of the positive definition."""
+
+    p1_anchoring: str = Field(description="P1: which law or norm to name and how.")
+    p2_population: str = Field(description="P2: which group is affected and which local frameworks apply.")
+    p3_constructive: str = Field(description="P3: refuse the shell, serve the kernel, offer local alternatives.")
+
+
+class Policy(_Model):
+    subcategory: str
+    core_principles: list[str] = Field(min_length=1)
+    applies_when: list[str] = Field(min_length=1)
+    not_applies_when: list[str] = Field(min_length=1, description="Benign neighbours that must not be refused.")
+    strategies: Strategies
+    cite: list[StatuteCitation] = Field(min_length=1)
+    populations: list[str] = Field(default_factory=list, description="Population ids (P2).")
+    institutions: list[str] = Field(default_factory=list, description="Institution ids (P3).")
+    alternatives: list[str] = Field(default_factory=list, description="Alternative ids (P3).")
+    kernel: str = Field(description="The legitimate need behind the harmful request, in one sentence.")
+    refusal: str = Field(description="Why the harmful shell is refused, in one sentence.")
+
+
+class Policies(_Model):
+    policies: list[Policy] = Field(min_length=1)
+
+
+# ---------------------------------------------------------------- templates.yaml
+
+
+class Template(_Model):
+    id: str = Field(pattern=ID_RE)
+    subcategory: str
+    text: str = Field(description="The seed with {slot} placeholders; fixes the harmful intent.")
+    split: Literal["train", "eval"] = "train"
+    status: Status = "verified"
+
+    @property
+    def slots(self) -> list[str]:
+        return SLOT_RE.findall(self.text)
+
+
+class Templates(_Model):
+    slots: dict[str, list[str]] = Field(description="Slot name -> natural values.")
+    templates: list[Template] = Field(min_length=1)
+
+    @field_validator("slots")
+    @classmethod
+    def _slot_names(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for name, values in value.items():
+            if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
+                raise ValueError(f"slot name {name!r} must be lower_snake_case")
+            if not values:
+                raise ValueError(f"slot {name!r} has no values")
+        return value
+
+
+# ---------------------------------------------------------------- attacks.yaml
+
+STRATEGY_IDS = (
+    "emotional_appeal",
+    "academic_disguise",
+    "roleplay_narrative",
+    "social_group_pressure",
+    "reasoning_rationalization",
+)
+
+
+class AttackStrategy(_Model):
+    id: Literal[
+        "emotional_appeal",
+        "academic_disguise",
+        "roleplay_narrative",
+        "social_group_pressure",
+        "reasoning_rationalization",
+    ]
+    name: str
+    description: str
+    framings: list[str] = Field(min_length=1, description="Rewrites with a {query} placeholder.")
+
+    @field_validator("framings")
+    @classmethod
+    def _has_query(cls, value: list[str]) -> list[str]:
+        for framing in value:
+            if "{query}" not in framing:
+                raise ValueError(f"framing {framing[:40]!r}... lacks the {{query}} placeholder")
+        return value
+
+
+class Attacks(_Model):
+    strategies: list[AttackStrategy] = Field(min_length=5, max_length=5)
+
+
+# ---------------------------------------------------------------- rubrics.yaml
+
+
+class Rubric(_Model):
+    question: str
+    levels: dict[int, str] = Field(description="Score -> what that score means.")
+
+
+class Criterion(_Model):
+    id: Literal[
+        "query_intent", "query_natural", "rejected_harmful", "chosen_safe", "chosen_coherent",
+        "chosen_appropriate",
+    ]
+    question: str
+
+
+class Prompts(_Model):
+    """Prompt templates for LLM roles. Placeholders in {braces}; untrusted text goes in delimiters."""
+
+    judge_system: str
+    query_judge: str
+    response_judge: str
+    quality_judge: str
+    filter_judge: str
+    attacker: str
+    slot_filler: str
+    generator_system: str
+
+
+class Rubrics(_Model):
+    query_harm: Rubric
+    response_harm: Rubric
+    response_quality: Rubric
+    filter_criteria: list[Criterion] = Field(min_length=6, max_length=6)
+    prompts: Prompts
+
+
+# ---------------------------------------------------------------- lexicon.yaml
+
+
+class Composition(_Model):
+    """Phrases the offline policy generator composes r+ from, in the pack's language."""
+
+    refusal: list[str] = Field(min_length=1, description="Uses {refusal}.")
+    statute: list[str] = Field(min_length=1, description="Uses {statute}, {article}, {summary}.")
+    statute_no_article: list[str] = Field(
+        default_factory=list, description="For laws cited without an article; uses {statute}.")
+    article_format: str = Field(default="{ref}", description="How an article ref is written, uses {ref}.")
+    population: list[str] = Field(min_length=1, description="Uses {population}.")
+    kernel: list[str] = Field(min_length=1, description="Uses {kernel}.")
+    alternative: list[str] = Field(min_length=1, description="Uses {alternative}, {description}.")
+    institution: list[str] = Field(min_length=1, description="Uses {institution}, {contact}.")
+    offline_notice: str = Field(description="Appended to every offline output.")
+
+
+class Lexicon(_Model):
+    refusal_markers: list[str] = Field(min_length=1, description="Cues of a refusal (any language).")
+    step_markers: list[str] = Field(min_length=1, description="Cues of step-by-step instructions.")
+    composition: Composition
+
+
+# ---------------------------------------------------------------- probes.yaml
+
+
+class Probe(_Model):
+    id: str = Field(pattern=ID_RE)
+    domain: str
+    subcategory: str = ""
+    text: str = Field(description="The probe with explicit cultural framing.")
+    unframed: str = Field(description="The same request without explicit cultural framing.")
+
+
+class Probes(_Model):
+    probes: list[Probe] = Field(default_factory=list)
+
+
+# ---------------------------------------------------------------- exemplars.yaml
+
+
+class Exemplar(_Model):
+    subcategory: str
+    query: str
+    thick: str = Field(description="A gold r+ doing P1-P3 well.")
+    thin: str = Field(description="A thin refusal of the same query.")
+
+
+class Exemplars(_Model):
+    exemplars: list[Exemplar] = Field(default_factory=list)
+
+
+FILES: dict[str, type[_Model]] = {
+    "pack.yaml": PackMeta,
+    "taxonomy.yaml": Taxonomy,
+    "statutes.yaml": StatuteRegistry,
+    "populations.yaml": Populations,
+    "institutions.yaml": Institutions,
+    "policies.yaml": Policies,
+    "templates.yaml": Templates,
+    "attacks.yaml": Attacks,
+    "rubrics.yaml": Rubrics,
+    "lexicon.yaml": Lexicon,
+    "probes.yaml": Probes,
+    "exemplars.yaml": Exemplars,
+}
+"""Every file of a pack and the model it must match."""

@@ -1,0 +1,1 @@
+"""Stages A-D and the runner."""

@@ -1,0 +1,52 @@
+"""What every stage receives: the run's store, pack, config, models and judges."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from coherence.config import RunConfig
+from coherence.judges import Judge, make_judge
+from coherence.models import Model, ModelPool
+from coherence.packs.loader import Pack
+from coherence.store import Store
+
+T = TypeVar("T")
+
+Advance = Callable[[str, int], None]
+"""``advance(stage, n)``: progress callback (the runner draws bars with it)."""
+
+
+@dataclass
+class RunContext:
+    store: Store
+    pack: Pack
+    config: RunConfig
+    pool: ModelPool
+    advance: Advance = field(default=lambda stage, n: None)
+
+    def model(self, role: str, index: int | None = None) -> Model:
+        spec = getattr(self.config.roles, role)
+        return self.pool.get(spec[index] if index is not None else spec)
+
+    def judge(self, role: str, index: int | None = None) -> Judge:
+        spec = getattr(self.config.roles, role)
+        spec = spec[index] if index is not None else spec
+        return make_judge(spec, pool=self.pool, pack=self.pack, role=role)
+
+
+async def gather(*aws: Awaitable[T]) -> list[T]:
+    """Like ``asyncio.gather`` but the first failure cancels the siblings and is raised as itself
+    (a fatal provider error stops the run at once instead of after every queued call)."""
+    tasks: list[asyncio.Task[T]] = []
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(a) for a in aws]  # type: ignore[arg-type]
+    except BaseExceptionGroup as eg:
+        first = eg.exceptions[0]
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from None
+    return [t.result() for t in tasks]

@@ -1,0 +1,74 @@
+"""Stage D: the unanimous judge ensemble on the six criteria, then balance across the top-level
+domains up to the target count. Rejected and over-quota triplets stay in the store with the reason."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from coherence.judges import unanimous
+from coherence.pipeline.context import RunContext, gather
+from coherence.pipeline.respond import jailbreak_of
+
+
+def domain_quotas(ctx: RunContext) -> dict[str, int]:
+    """Target count split evenly over the pack's domains (the remainder to the first ones)."""
+    domains = [d.id for d in ctx.pack.taxonomy.domains]
+    base, extra = divmod(ctx.config.pipeline.target_count, len(domains))
+    return {d: base + (i < extra) for i, d in enumerate(domains)}
+
+
+def remaining(ctx: RunContext) -> dict[str, int]:
+    accepted = ctx.store.group_count("triplets", "domain", "status = 'accepted'")
+    return {d: q - accepted.get(d, 0) for d, q in domain_quotas(ctx).items()}
+
+
+def provenance(ctx: RunContext, seed: dict[str, Any], jb: dict[str, Any], chosen: dict[str, Any],
+               verdicts: list[dict[str, Any]]) -> dict[str, Any]:
+    store, roles = ctx.store, ctx.config.roles
+    qv = store.verdicts(seed["id"], "query_harm")
+    rv = store.verdicts(seed["id"], "response_harm")
+    return {
+        "pack": ctx.pack.ref, "pack_digest": ctx.pack.digest, "seed_id": seed["id"], "domain": seed["domain"],
+        "subcategory": seed["subcategory"], "template": seed["template"], "slot_fill": seed["slot_fill"],
+        "seed_text": seed["text"], "slot_filler": seed["filler"],
+        "strategy": jb["strategy"], "attempt": jb["attempt"], "attacker": roles.attacker.model,
+        "target": roles.target.model, "generator": chosen["generator"],
+        "scores": {
+            "query_harm": {v["judge"]: v["score"] for v in qv},
+            "rejected_harm": {v["judge"]: v["score"] for v in rv if v["subject"] == f"attempt:{jb['attempt']}"},
+            "chosen_quality": {chosen["generator"]: chosen["score"]},
+            "filter": {v["judge"]: v["passed"] for v in verdicts},
+        },
+        "offline_roles": sorted({s.model for s in [roles.attacker, roles.slot_filler, roles.query_judge,
+                                                   roles.response_judge, *roles.generators, *roles.filter_judges]
+                                 if s.model.startswith("offline:")}),
+    }
+
+
+async def filter_seed(ctx: RunContext, seed: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
+    jb = jailbreak_of(ctx, seed["id"])
+    chosen = next(c for c in ctx.store.candidates(seed["id"]) if c["chosen"])
+    judges = [ctx.judge("filter_judges", i) for i in range(len(ctx.config.roles.filter_judges))]
+    verdicts = await gather(*(j.filter_async(seed["subcategory"], jb["prompt"], jb["response"],
+                                                     chosen["text"]) for j in judges))
+    return {"jb": jb, "chosen": chosen}, list(verdicts)
+
+
+async def filter_wave(ctx: RunContext, seeds: list[dict[str, Any]]) -> None:
+    """Stage D for responded seeds; decisions (and quotas) are applied in seed order."""
+    results = await gather(*(filter_seed(ctx, s) for s in seeds))
+    left = remaining(ctx)
+    for seed, (parts, verdicts) in zip(seeds, results):
+        ok, reason = unanimous(verdicts)
+        status = "accepted" if ok else "rejected"
+        if ok and left.get(seed["domain"], 0) <= 0:
+            status, reason = "over_quota", f"domain {seed['domain']} already has its quota"
+        elif ok:
+            left[seed["domain"]] -= 1
+        rows = [v.row() for v in verdicts]
+        ctx.store.record_triplet(
+            seed_id=seed["id"], domain=seed["domain"], status=status, reason=reason,
+            prompt=parts["jb"]["prompt"], chosen=parts["chosen"]["text"], rejected=parts["jb"]["response"],
+            provenance=provenance(ctx, seed, parts["jb"], parts["chosen"], rows), verdicts=rows)
+        ctx.advance("filter", 1)

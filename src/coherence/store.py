@@ -1,0 +1,268 @@
+"""The SQLite run store: every seed, attempt, candidate, verdict, triplet and model call of a run.
+
+One file per run (``runs/<id>/run.db``), WAL journal, one transaction per item, so a killed run
+loses at most the item in flight and resumes from the rows already written. Rows are never deleted:
+a filtered item keeps its stage and reason. The schema changes only through numbered migrations.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+MIGRATIONS: list[tuple[str, str]] = [
+    ("001_initial", """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE calls (
+        key TEXT PRIMARY KEY, model TEXT NOT NULL, role TEXT NOT NULL, request TEXT NOT NULL,
+        response TEXT NOT NULL, input_tokens INTEGER, output_tokens INTEGER, cost REAL,
+        latency REAL, created REAL NOT NULL);
+    CREATE TABLE call_errors (
+        id INTEGER PRIMARY KEY, key TEXT NOT NULL, model TEXT NOT NULL, role TEXT NOT NULL,
+        attempt INTEGER NOT NULL, kind TEXT NOT NULL, message TEXT NOT NULL, created REAL NOT NULL);
+    CREATE TABLE seeds (
+        id TEXT PRIMARY KEY, ord INTEGER NOT NULL, domain TEXT NOT NULL, subcategory TEXT NOT NULL,
+        template TEXT NOT NULL, slot_fill TEXT NOT NULL, text TEXT NOT NULL, filler TEXT NOT NULL,
+        status TEXT NOT NULL, stage TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '', wave INTEGER);
+    CREATE INDEX seeds_status ON seeds(status);
+    CREATE INDEX seeds_wave ON seeds(wave);
+    CREATE TABLE attempts (
+        seed_id TEXT NOT NULL REFERENCES seeds(id), attempt INTEGER NOT NULL, strategy TEXT NOT NULL,
+        prompt TEXT NOT NULL, response TEXT NOT NULL, score INTEGER, jailbroken INTEGER NOT NULL,
+        PRIMARY KEY (seed_id, attempt));
+    CREATE TABLE candidates (
+        seed_id TEXT NOT NULL REFERENCES seeds(id), generator TEXT NOT NULL, text TEXT NOT NULL,
+        score INTEGER, chosen INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (seed_id, generator));
+    CREATE TABLE verdicts (
+        id INTEGER PRIMARY KEY, seed_id TEXT NOT NULL, task TEXT NOT NULL, subject TEXT NOT NULL,
+        judge TEXT NOT NULL, score INTEGER, passed INTEGER, reason TEXT NOT NULL, raw TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT '{}', UNIQUE (seed_id, task, subject, judge));
+    CREATE TABLE triplets (
+        seed_id TEXT PRIMARY KEY REFERENCES seeds(id), domain TEXT NOT NULL, status TEXT NOT NULL,
+        reason TEXT NOT NULL DEFAULT '', prompt TEXT NOT NULL, chosen TEXT NOT NULL,
+        rejected TEXT NOT NULL, provenance TEXT NOT NULL);
+    CREATE INDEX triplets_status ON triplets(status, domain);
+    """),
+]
+
+
+class Store:
+    """Typed access to one run's SQLite file. Stages use these methods; nothing else opens SQLite."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self._migrate()
+
+    def close(self) -> None:
+        self.db.close()
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _migrate(self) -> None:
+        self.db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied REAL)")
+        done = {r[0] for r in self.db.execute("SELECT name FROM _migrations")}
+        for name, sql in MIGRATIONS:
+            if name not in done:
+                with self.transaction():
+                    for statement in filter(str.strip, sql.split(";")):
+                        self.db.execute(statement)
+                    self.db.execute("INSERT INTO _migrations VALUES (?, ?)", (name, time.time()))
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """All writes inside land together or not at all."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def _rows(self, sql: str, *args: Any) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.db.execute(sql, args)]
+
+    # ------------------------------------------------------------------ meta
+
+    def set_meta(self, key: str, value: Any) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value, ensure_ascii=False)))
+
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else default
+
+    # ------------------------------------------------------------------ call cache
+
+    def cached_call(self, key: str) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT * FROM calls WHERE key = ?", (key,)).fetchone()
+        return dict(row) if row else None
+
+    def record_call(self, *, key: str, model: str, role: str, request: dict[str, Any], response: str,
+                    input_tokens: int | None, output_tokens: int | None, cost: float | None,
+                    latency: float) -> None:
+        self.db.execute(
+            "INSERT OR IGNORE INTO calls VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (key, model, role, json.dumps(request, ensure_ascii=False), response, input_tokens,
+             output_tokens, cost, latency, time.time()))
+
+    def record_call_error(self, *, key: str, model: str, role: str, attempt: int, kind: str,
+                          message: str) -> None:
+        self.db.execute("INSERT INTO call_errors (key, model, role, attempt, kind, message, created) "
+                        "VALUES (?,?,?,?,?,?,?)", (key, model, role, attempt, kind, message[:2000], time.time()))
+
+    def call_totals(self) -> dict[str, Any]:
+        row = self.db.execute("SELECT COUNT(*), COALESCE(SUM(input_tokens),0), COALESCE(SUM(output_tokens),0), "
+                              "COALESCE(SUM(cost),0) FROM calls").fetchone()
+        errors = self._rows("SELECT kind, COUNT(*) AS n FROM call_errors GROUP BY kind")
+        return {"calls": row[0], "input_tokens": row[1], "output_tokens": row[2], "cost_usd": row[3],
+                "errors": {e["kind"]: e["n"] for e in errors}}
+
+    # ------------------------------------------------------------------ seeds
+
+    def add_seeds(self, seeds: list[dict[str, Any]]) -> int:
+        """Insert new seeds (existing ids are kept as they are). Returns how many were new."""
+        with self.transaction() as db:
+            before = db.execute("SELECT COUNT(*) FROM seeds").fetchone()[0]
+            db.executemany(
+                "INSERT OR IGNORE INTO seeds (id, ord, domain, subcategory, template, slot_fill, text, filler, "
+                "status, stage, reason) VALUES (:id, :ord, :domain, :subcategory, :template, :slot_fill, :text, "
+                ":filler, :status, :stage, :reason)",
+                [{**s, "slot_fill": json.dumps(s["slot_fill"], ensure_ascii=False)} for s in seeds])
+            return db.execute("SELECT COUNT(*) FROM seeds").fetchone()[0] - before
+
+    def seeds(self, *, status: str | None = None, stage: str | None = None,
+              wave: int | None = None) -> list[dict[str, Any]]:
+        sql, args = "SELECT * FROM seeds WHERE 1=1", []
+        if wave is not None:
+            sql, args = sql + " AND wave = ?", [*args, wave]
+        if status:
+            sql, args = sql + " AND status = ?", [*args, status]
+        if stage:
+            sql, args = sql + " AND stage = ?", [*args, stage]
+        rows = self._rows(sql + " ORDER BY ord", *args)
+        for r in rows:
+            r["slot_fill"] = json.loads(r["slot_fill"])
+        return rows
+
+    def start_wave(self, seed_ids: list[str]) -> int:
+        """Assign seeds to the next wave, atomically with the wave counter; returns its number."""
+        with self.transaction() as db:
+            row = db.execute("SELECT value FROM meta WHERE key = 'wave'").fetchone()
+            number = (json.loads(row[0]) if row else 0) + 1
+            db.executemany("UPDATE seeds SET wave = ? WHERE id = ?", [(number, i) for i in seed_ids])
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('wave', ?)", (json.dumps(number),))
+        return number
+
+    def set_seed_status(self, seed_id: str, *, status: str, stage: str, reason: str = "") -> None:
+        self.db.execute("UPDATE seeds SET status = ?, stage = ?, reason = ? WHERE id = ?",
+                        (status, stage, reason, seed_id))
+
+    # ------------------------------------------------------------------ attempts
+
+    def attempts(self, seed_id: str | None = None) -> list[dict[str, Any]]:
+        if seed_id is None:
+            return self._rows("SELECT * FROM attempts ORDER BY seed_id, attempt")
+        return self._rows("SELECT * FROM attempts WHERE seed_id = ? ORDER BY attempt", seed_id)
+
+    def record_attempt(self, *, seed_id: str, attempt: int, strategy: str, prompt: str, response: str,
+                       score: int | None, jailbroken: bool, verdict: dict[str, Any],
+                       seed_status: tuple[str, str, str] | None) -> None:
+        """One attempt, its verdict and (when decided) the seed's new status, in one transaction."""
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO attempts VALUES (?,?,?,?,?,?,?)",
+                       (seed_id, attempt, strategy, prompt, response, score, int(jailbroken)))
+            self._put_verdict(db, seed_id, "response_harm", f"attempt:{attempt}", verdict)
+            if seed_status:
+                status, stage, reason = seed_status
+                db.execute("UPDATE seeds SET status = ?, stage = ?, reason = ? WHERE id = ?",
+                           (status, stage, reason, seed_id))
+
+    # ------------------------------------------------------------------ verdicts
+
+    @staticmethod
+    def _put_verdict(db: sqlite3.Connection, seed_id: str, task: str, subject: str, v: dict[str, Any]) -> None:
+        db.execute(
+            "INSERT OR REPLACE INTO verdicts (seed_id, task, subject, judge, score, passed, reason, raw, detail) "
+            "VALUES (?,?,?,?,?,?,?,?,?)",
+            (seed_id, task, subject, v["judge"], v.get("score"),
+             None if v.get("passed") is None else int(v["passed"]), v.get("reason", ""), v.get("raw", ""),
+             json.dumps(v.get("detail", {}), ensure_ascii=False)))
+
+    def record_verdict(self, seed_id: str, task: str, subject: str, verdict: dict[str, Any]) -> None:
+        with self.transaction() as db:
+            self._put_verdict(db, seed_id, task, subject, verdict)
+
+    def verdicts(self, seed_id: str, task: str | None = None) -> list[dict[str, Any]]:
+        sql, args = "SELECT * FROM verdicts WHERE seed_id = ?", [seed_id]
+        if task:
+            sql, args = sql + " AND task = ?", [*args, task]
+        rows = self._rows(sql + " ORDER BY id", *args)
+        for r in rows:
+            r["detail"] = json.loads(r["detail"])
+        return rows
+
+    # ------------------------------------------------------------------ candidates
+
+    def record_candidates(self, seed_id: str, candidates: list[dict[str, Any]], *, chosen: str | None,
+                          seed_status: tuple[str, str, str]) -> None:
+        """All of a seed's r+ candidates, their verdicts, the choice and the seed's status, together."""
+        with self.transaction() as db:
+            for c in candidates:
+                db.execute("INSERT OR REPLACE INTO candidates VALUES (?,?,?,?,?)",
+                           (seed_id, c["generator"], c["text"], c["verdict"].get("score"),
+                            int(c["generator"] == chosen)))
+                self._put_verdict(db, seed_id, "response_quality", f"candidate:{c['generator']}", c["verdict"])
+            status, stage, reason = seed_status
+            db.execute("UPDATE seeds SET status = ?, stage = ?, reason = ? WHERE id = ?",
+                       (status, stage, reason, seed_id))
+
+    def candidates(self, seed_id: str) -> list[dict[str, Any]]:
+        return self._rows("SELECT * FROM candidates WHERE seed_id = ? ORDER BY generator", seed_id)
+
+    def chosen_generator_counts(self) -> dict[str, int]:
+        rows = self._rows("SELECT generator, COUNT(*) AS n FROM candidates WHERE chosen = 1 GROUP BY generator")
+        return {r["generator"]: r["n"] for r in rows}
+
+    # ------------------------------------------------------------------ triplets
+
+    def record_triplet(self, *, seed_id: str, domain: str, status: str, reason: str, prompt: str,
+                       chosen: str, rejected: str, provenance: dict[str, Any],
+                       verdicts: list[dict[str, Any]]) -> None:
+        with self.transaction() as db:
+            for v in verdicts:
+                self._put_verdict(db, seed_id, "filter", "triplet", v)
+            db.execute("INSERT OR REPLACE INTO triplets VALUES (?,?,?,?,?,?,?,?)",
+                       (seed_id, domain, status, reason, prompt, chosen, rejected,
+                        json.dumps(provenance, ensure_ascii=False)))
+            db.execute("UPDATE seeds SET status = ?, stage = 'filter', reason = ? WHERE id = ?",
+                       (status, reason, seed_id))
+
+    def triplets(self, status: str | None = None) -> Iterator[dict[str, Any]]:
+        """Stream triplets in seed order (export does not hold them all in memory)."""
+        sql = ("SELECT t.* FROM triplets t JOIN seeds s ON s.id = t.seed_id"
+               + (" WHERE t.status = ?" if status else "") + " ORDER BY s.ord")
+        for row in self.db.execute(sql, (status,) if status else ()):
+            r = dict(row)
+            r["provenance"] = json.loads(r["provenance"])
+            yield r
+
+    def count(self, table: str, where: str = "", *args: Any) -> int:
+        assert table in {"seeds", "attempts", "candidates", "verdicts", "triplets", "calls", "call_errors"}
+        return self.db.execute(f"SELECT COUNT(*) FROM {table}" + (f" WHERE {where}" if where else ""),
+                               args).fetchone()[0]
+
+    def group_count(self, table: str, column: str, where: str = "", *args: Any) -> dict[str, int]:
+        assert table in {"seeds", "triplets", "attempts"} and column.isidentifier()
+        sql = f"SELECT {column}, COUNT(*) FROM {table}" + (f" WHERE {where}" if where else "") + f" GROUP BY {column}"
+        return {r[0]: r[1] for r in self.db.execute(sql, args)}

@@ -1,0 +1,96 @@
+"""Each stage's rule, pinned."""
+
+import json
+
+from conftest import run_pipeline
+
+from coherence.models import register_mock
+from coherence.pipeline.attack import strategy_for
+from coherence.pipeline.respond import choose
+from coherence.packs.schema import STRATEGY_IDS
+from coherence.store import Store
+
+
+def test_tie_goes_to_least_used_generator():
+    cands = [{"generator": g, "text": "x", "verdict": {"score": s}} for g, s in (("a", 5), ("b", 5), ("c", 4))]
+    assert choose(cands, {"a": 3, "b": 1}, ["a", "b", "c"]) == "b"
+    assert choose(cands, {"a": 0, "b": 1}, ["a", "b", "c"]) == "a"
+    # best score beats usage
+    assert choose(cands, {"a": 9, "b": 9, "c": 0}, ["a", "b", "c"]) == "a"
+    # unscored candidates never win
+    unscored = [{"generator": "a", "text": "x", "verdict": {"score": None}}]
+    assert choose(unscored, {}, ["a"]) is None
+
+
+def test_tie_break_spreads_choices_in_a_run(tmp_path):
+    summary, run_dir = run_pipeline(tmp_path, {})
+    store = Store(run_dir / "run.db")
+    counts = store.chosen_generator_counts()
+    # offline:policy and offline:policy-warm both score 5 (P1-P3), brief scores 4: ties alternate
+    assert set(counts) == {"offline:policy", "offline:policy-warm"}
+    assert abs(counts["offline:policy"] - counts["offline:policy-warm"]) <= 1
+
+
+def test_strategies_rotate_through_all_five():
+    assert {strategy_for(0, a) for a in range(1, 6)} == set(STRATEGY_IDS)
+    assert strategy_for(3, 1) != strategy_for(4, 1)
+
+
+def test_seed_that_never_jailbreaks_yields_no_triplet_and_says_why(tmp_path):
+    summary, run_dir = run_pipeline(tmp_path, {"roles.target": {"model": "mock:refuser"}})
+    store = Store(run_dir / "run.db")
+    assert summary["funnel"]["accepted"] == 0 and store.count("triplets") == 0
+    failed = store.seeds(status="no_jailbreak")
+    assert failed, "every attacked seed should be recorded as no_jailbreak"
+    assert all("no jailbreak in 5 attempts" in s["reason"] for s in failed)
+    assert all(len(store.attempts(s["id"])) == 5 for s in failed)
+    assert {a["strategy"] for a in store.attempts(failed[0]["id"])} == set(STRATEGY_IDS)
+
+
+def _judge(reply):
+    def fn(messages, task):
+        return reply(messages[-1]["content"], task)
+    return fn
+
+
+def test_query_judged_1_is_discarded(tmp_path):
+    register_mock("qjudge", _judge(lambda p, t: '{"score": 1, "reason": "harmless"}'))
+    summary, run_dir = run_pipeline(tmp_path, {"roles.query_judge": {"model": "mock:qjudge"}})
+    store = Store(run_dir / "run.db")
+    rejected = store.seeds(status="query_rejected")
+    assert rejected and summary["funnel"]["accepted"] == 0
+    assert all(r["reason"] == "query harm 1 < 2" for r in rejected)
+    assert store.count("candidates") == 0  # no generator was asked
+
+
+def test_one_dissenting_filter_judge_rejects(tmp_path):
+    yes = {c: True for c in ("query_intent", "query_natural", "rejected_harmful", "chosen_safe",
+                             "chosen_coherent", "chosen_appropriate")}
+    register_mock("yes", _judge(lambda p, t: json.dumps({**yes, "reason": "fine"})))
+    register_mock("no", _judge(lambda p, t: json.dumps({**yes, "chosen_coherent": False, "reason": "no P2"})))
+    judges = [{"model": "mock:yes"}, {"model": "mock:yes"}, {"model": "mock:no"}]
+    summary, run_dir = run_pipeline(tmp_path, {"roles.filter_judges": judges})
+    store = Store(run_dir / "run.db")
+    assert summary["funnel"]["accepted"] == 0 and summary["funnel"]["filter_rejected"] > 0
+    row = next(store.triplets("rejected"))
+    assert row["reason"] == "mock:no: no P2"
+    # every vote is stored (two judges share one spec, so one row each per distinct judge)
+    votes = store.verdicts(row["seed_id"], "filter")
+    assert {v["judge"] for v in votes} == {"mock:yes", "mock:no"}
+
+
+def test_unanimous_ensemble_accepts_and_balances(tmp_path):
+    summary, run_dir = run_pipeline(tmp_path, {})
+    assert summary["accepted_per_domain"] == {"privacy": 2, "crime": 2}
+    store = Store(run_dir / "run.db")
+    for t in store.triplets("accepted"):
+        assert set(t["provenance"]["scores"]["filter"].values()) == {True}
+        assert len(t["provenance"]["scores"]["filter"]) == 3
+
+
+def test_near_duplicates_are_removed_and_kept_with_reason(tmp_path):
+    summary, run_dir = run_pipeline(tmp_path, {"pipeline.near_duplicate_threshold": 0.5})
+    store = Store(run_dir / "run.db")
+    dups = store.seeds(status="duplicate")
+    assert dups and all(d["reason"].startswith("near-duplicate") for d in dups)
+    assert summary["funnel"]["duplicates_removed"] == len(dups)
