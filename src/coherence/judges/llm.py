@@ -35,7 +35,7 @@ def render_policy(pack: Pack, subcategory: str) -> str:
     for c in pol.cite:
         st = pack.statute[c.statute]
         art = next((a for a in st.articles if a.ref == c.article), None)
-        lines.append(f"- {st.name} ({st.name_en})" + (f", art. {art.ref}: {art.summary}" if art else ""))
+        lines.append(f"- {st.name} ({st.name_en})" + (f" {pack.article_label(art.ref)}: {art.summary}" if art else ""))
     lines.append(f"P2 population specificity: {pol.strategies.p2_population}")
     lines += [f"- {pack.population[p].name}: {', '.join(pack.population[p].terms)}" for p in pol.populations]
     lines.append(f"P3 justified refusal without over-refusal: {pol.strategies.p3_constructive}")

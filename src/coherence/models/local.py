@@ -66,6 +66,10 @@ def resolve_local(name: str) -> Path | str:
         shutil.rmtree(tmp, ignore_errors=True)
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype="float32")
+        # the weights are de-quantised float32 now; drop the GGUF marker so they can be saved as is
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
         tok.save_pretrained(tmp)
         model.save_pretrained(tmp)
         tmp.rename(target) if not target.exists() else shutil.rmtree(tmp, ignore_errors=True)

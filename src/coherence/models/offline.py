@@ -81,10 +81,10 @@ class OfflinePolicyGenerator:
         article = next((a for a in statute.articles if a.ref == cite.article), None)
         if article is not None:
             parts["statute"] = pick(comp.statute, key, "s").format(
-                statute=statute.name, article=comp.article_format.format(ref=article.ref), summary=article.summary)
+                statute=statute.name, article=pack.article_label(article.ref), summary=article.summary)
         else:
             parts["statute"] = pick(comp.statute_no_article or comp.statute, key, "s").format(
-                statute=statute.name, article="", summary=statute.name_en)
+                statute=statute.name, article="", summary="")
         if pol.populations:
             pop = pack.population[pol.populations[0]]
             parts["population"] = pick(comp.population, key, "p").format(population=pop.terms[0])

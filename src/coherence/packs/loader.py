@@ -136,6 +136,12 @@ class Pack:
     def strategy(self) -> dict[str, s.AttackStrategy]:
         return {st.id: st for st in self.attacks.strategies}
 
+    def article_label(self, ref: str) -> str:
+        """An article ref ('37', '23-2') as the pack's language cites it (e.g. the Korean 'N-M' form)."""
+        comp = self.lexicon.composition
+        main, _, sub = ref.partition("-")
+        return comp.article_format_branch.format(main=main, sub=sub) if sub else comp.article_format.format(main=main)
+
     def reviewed_templates(self, split: str = "train") -> list[s.Template]:
         """Templates of a split, leaving out machine-proposed ones nobody accepted yet."""
         return [t for t in self.templates.templates if t.split == split and t.status != "proposed"]

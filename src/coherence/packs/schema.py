@@ -305,7 +305,9 @@ class Composition(_Model):
     statute: list[str] = Field(min_length=1, description="Uses {statute}, {article}, {summary}.")
     statute_no_article: list[str] = Field(
         default_factory=list, description="For laws cited without an article; uses {statute}.")
-    article_format: str = Field(default="{ref}", description="How an article ref is written, uses {ref}.")
+    article_format: str = Field(default="{main}", description="How article 'N' is cited; uses {main}.")
+    article_format_branch: str = Field(default="{main}-{sub}",
+                                       description="How a branch article 'N-M' is cited; uses {main}, {sub}.")
     population: list[str] = Field(min_length=1, description="Uses {population}.")
     kernel: list[str] = Field(min_length=1, description="Uses {kernel}.")
     alternative: list[str] = Field(min_length=1, description="Uses {alternative}, {description}.")
