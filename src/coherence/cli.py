@@ -48,6 +48,7 @@ def run(
     from coherence.pipeline.runner import prepare_run, run_async
 
     logging.basicConfig(level=os.environ.get("COHERENCE_LOG", "WARNING"))
+    run_dir: Path | None = None
     try:
         cfg = load_config(config, {"pack": pack, "pipeline.target_count": target_count,
                                    "pipeline.seeds_per_template": seeds_per_template,
@@ -61,7 +62,8 @@ def run(
     except CoherenceError as exc:
         _fail(exc)
     except KeyboardInterrupt:
-        err.print(f"interrupted; continue with: coherence run --resume {run_dir.name}")
+        if run_dir is not None:
+            err.print(f"interrupted; nothing is lost. Continue with: coherence run --resume {run_dir.name}")
         raise typer.Exit(130) from None
     _print_summary(summary, run_dir)
 
@@ -102,7 +104,7 @@ def pack_validate(path: Annotated[str, typer.Argument(help="Pack folder or name.
     table = Table(title=f"{pack.ref} coverage")
     rows = coverage(pack)
     for col in rows[0]:
-        table.add_column(col, justify="left" if col in ("domain", "subcategory") else "right")
+        table.add_column(col, justify="left" if col in ("domain", "subcategory") else "right", overflow="fold")
     for row in rows:
         table.add_row(*(str(v) for v in row.values()))
     console.print(table)

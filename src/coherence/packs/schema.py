@@ -96,7 +96,7 @@ class Taxonomy(_Model):
 
 
 class Article(_Model):
-    ref: str = Field(description="Article number as the law writes it, e.g. '37' or '44-7 ① 2의2'.")
+    ref: str = Field(description="Article number as the law writes it, e.g. '37', or '23-2' for a branch article.")
     summary: str
     penalty: str = ""
     status: Status = "verified"
