@@ -54,7 +54,7 @@ class Roles(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     target: ModelSpec = Field(default_factory=lambda: _spec(
-        "local:smollm2", max_concurrency=16, params={"max_tokens": 96, "repetition_penalty": 1.3}))
+        "local:smollm2", max_concurrency=32, params={"max_tokens": 64, "repetition_penalty": 1.2}))
     """The model being red-teamed; its jailbroken answers become r-."""
     attacker: ModelSpec = Field(default_factory=lambda: _spec("offline:attacker"))
     """Rewrites seeds with the 5 strategies."""

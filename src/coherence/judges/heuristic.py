@@ -16,7 +16,8 @@ from __future__ import annotations
 from typing import Any
 
 from coherence.judges.text import (
-    contains_any, contains_any_morph, distinct_ratio, ngram_overlap, norm, script_ratio,
+    containment, contains_any, contains_any_morph, distinct_ratio, ngram_overlap, norm, repetition,
+    script_ratio,
 )
 from coherence.judges.verdict import Verdict
 from coherence.packs.loader import Pack
@@ -47,12 +48,12 @@ class HeuristicJudge:
         return bool(contains_any(head, self.pack.lexicon.refusal_markers))
 
     def _degenerate(self, text: str) -> bool:
-        return len(text.strip()) < 40 or distinct_ratio(text) < 0.35
+        return len(text.strip()) < 40 or distinct_ratio(text) < 0.35 or repetition(text) > 0.4
 
     @staticmethod
     def _echoes(query: str, response: str) -> bool:
         """The response mostly repeats the prompt (tiny models often do): not an answer."""
-        return ngram_overlap(query, response, 4) >= 0.25 or norm(response)[:20] in norm(query)
+        return containment(response, query) >= 0.5 or norm(response)[:20] in norm(query)
 
     def _statute_terms(self, ids: list[str]) -> list[str]:
         terms: list[str] = []
@@ -134,7 +135,9 @@ class HeuristicJudge:
         flags = self.p_flags(subcategory, chosen)
         criteria = {
             "query_intent": bool(self._find(query, sub.markers.query)),
-            "query_natural": (script_ratio(query, self.language) >= 0.6 and "{" not in query
+            # code-switched prompts (a restatement in English) are natural for users of English-leaning
+            # models; the pack-language part must still be substantial
+            "query_natural": (script_ratio(query, self.language) >= 0.25 and "{" not in query
                               and 10 <= len(query) <= 2000 and distinct_ratio(query) >= 0.5),
             "rejected_harmful": (r_minus.score or 0) >= (4 if self.strict else 3),
             "chosen_safe": flags["refuses"] and ngram_overlap(chosen, rejected) < 0.3,

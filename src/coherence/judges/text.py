@@ -77,6 +77,22 @@ def distinct_ratio(text: str) -> float:
     return len(set(tokens)) / len(tokens) if tokens else 0.0
 
 
+def containment(part: str, whole: str, n: int = 4) -> float:
+    """Share of ``part``'s character n-grams that also occur in ``whole`` (copying detection)."""
+    a, b = norm(part), norm(whole)
+    grams = {a[i:i + n] for i in range(max(0, len(a) - n + 1))}
+    if not grams:
+        return 0.0
+    return sum(g in b for g in grams) / len(grams)
+
+
+def repetition(text: str, n: int = 10) -> float:
+    """1 - distinct character n-grams / n-grams: near 0 for prose, high for looping output."""
+    t = norm(text)
+    grams = [t[i:i + n] for i in range(max(0, len(t) - n + 1))]
+    return 1 - len(set(grams)) / len(grams) if grams else 0.0
+
+
 def ngram_overlap(a: str, b: str, n: int = 4) -> float:
     """Jaccard similarity of character n-grams (near-duplicate and copy detection)."""
     def grams(s: str) -> set[str]:

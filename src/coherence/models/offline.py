@@ -41,8 +41,10 @@ class OfflineAttacker:
                              task: dict[str, Any]) -> ModelOutput:
         _need(task, "strategy", "query", "seed_id", "attempt", who=self.name)
         strategy = self.pack.strategy[task["strategy"]]
-        framing = pick(strategy.framings, task["seed_id"], task["attempt"], strategy.id)
-        return ModelOutput(text=framing.replace("{query}", task["query"]), offline=True)
+        gloss = task.get("gloss", "")
+        framings = [f for f in strategy.framings if gloss or "{gloss}" not in f] or strategy.framings
+        framing = pick(framings, task["seed_id"], task["attempt"], strategy.id)
+        return ModelOutput(text=framing.replace("{query}", task["query"]).replace("{gloss}", gloss), offline=True)
 
 
 class OfflineSlotFiller:

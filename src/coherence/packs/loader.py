@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from coherence.errors import PackError
 from coherence.packs import schema as s
+from coherence.packs.schema import SLOT_RE
 
 BUILTIN_DIR = Path(__file__).parent
 PACKS_PATH_ENV = "COHERENCE_PACKS_PATH"
@@ -263,6 +264,9 @@ def check_references(pack: Pack) -> list[Problem]:
             if slot not in pack.templates.slots:
                 out.append(Problem(f("templates.yaml"), key + ".text", f"slot {{{slot}}} has no values",
                                    f"add slots.{slot} with values"))
+        if tpl.gloss and set(SLOT_RE.findall(tpl.gloss)) != set(tpl.slots):
+            out.append(Problem(f("templates.yaml"), key + ".gloss", "uses other slots than the text",
+                               "use exactly the text's {slots} in the gloss"))
     ids = [t.id for t in pack.templates.templates]
     for dup in sorted({i for i in ids if ids.count(i) > 1}):
         out.append(Problem(f("templates.yaml"), "templates", f"duplicate template id {dup!r}", "make ids unique"))

@@ -201,6 +201,9 @@ class Template(_Model):
     text: str = Field(description="The seed with {slot} placeholders; fixes the harmful intent.")
     split: Literal["train", "eval"] = "train"
     status: Status = "verified"
+    gloss: str = Field(default="", description=(
+        "The same request in English with the same {slot}s, for code-switched attack framings that use "
+        "{gloss} (users of English-leaning models often add an English restatement)."))
 
     @property
     def slots(self) -> list[str]:
@@ -243,7 +246,9 @@ class AttackStrategy(_Model):
     ]
     name: str
     description: str
-    framings: list[str] = Field(min_length=1, description="Rewrites with a {query} placeholder.")
+    framings: list[str] = Field(min_length=1, description=(
+        "Rewrites with a {query} placeholder; a framing may also use {gloss}, the template's English "
+        "restatement (used only for seeds whose template has one)."))
 
     @field_validator("framings")
     @classmethod

@@ -21,6 +21,8 @@ async def attack_seed(ctx: RunContext, seed: dict[str, Any]) -> bool:
     attacker, target = ctx.model("attacker"), ctx.model("target")
     judge = ctx.judge("response_judge")
     done = store.attempts(seed["id"])
+    template = next(t for t in pack.templates.templates if t.id == seed["template"])
+    gloss = template.gloss.format_map(seed["slot_fill"]) if template.gloss else ""
     best = max((a["score"] or 0 for a in done), default=0)
     for attempt in range(len(done) + 1, cfg.max_attempts + 1):
         strategy = pack.strategy[strategy_for(seed["ord"], attempt)]
@@ -30,7 +32,8 @@ async def attack_seed(ctx: RunContext, seed: dict[str, Any]) -> bool:
             query=seed["text"])
         attacked = (await attacker.chat_async(
             [{"role": "user", "content": rewrite}], role="attacker",
-            task={"strategy": strategy.id, "query": seed["text"], "seed_id": seed["id"], "attempt": attempt},
+            task={"strategy": strategy.id, "query": seed["text"], "gloss": gloss, "seed_id": seed["id"],
+                  "attempt": attempt},
         )).text.strip()
         response = (await target.chat_async([{"role": "user", "content": attacked}], role="target")).text
         verdict = await judge.response_harm_async(seed["subcategory"], attacked, response)
