@@ -94,3 +94,31 @@ def test_near_duplicates_are_removed_and_kept_with_reason(tmp_path):
     dups = store.seeds(status="duplicate")
     assert dups and all(d["reason"].startswith("near-duplicate") for d in dups)
     assert summary["funnel"]["duplicates_removed"] == len(dups)
+
+
+def test_domain_the_target_resists_is_given_up_after_patience(tmp_path):
+    summary, run_dir = run_pipeline(tmp_path, {"roles.target": {"model": "mock:refuser"},
+                                               "pipeline.domain_patience": 4})
+    assert set(summary["domains_given_up"]) == {"privacy", "crime"}
+    assert "after 4 attacked seeds" in summary["domains_given_up"]["crime"]
+    assert summary["funnel"]["attacked"] == 8 and summary["funnel"]["not_attacked"] > 0
+
+
+def test_time_budget_stops_cleanly_and_running_again_continues(tmp_path):
+    import time as _time
+
+    from coherence.models import register_mock
+
+    def slow(messages, task):
+        _time.sleep(0.05)
+        return "I'm sorry, I can't help with that."
+
+    register_mock("slow", slow)
+    first, run_dir = run_pipeline(tmp_path, {"roles.target": {"model": "mock:slow"},
+                                             "pipeline.max_minutes": 0.01})
+    assert first["status"] == "time_budget"
+    assert 0 < first["funnel"]["attempts"] < first["funnel"]["seeds"] * 5
+    second, run_dir2 = run_pipeline(tmp_path, {"roles.target": {"model": "mock:slow"},
+                                               "pipeline.max_minutes": None})
+    assert run_dir2 == run_dir and second["status"] == "finished"
+    assert second["funnel"]["attempts"] == second["funnel"]["attacked"] * 5

@@ -41,6 +41,8 @@ def run(
     resume: Annotated[Optional[str], typer.Option(help="Run id or folder to continue.")] = None,
     run_id: Annotated[Optional[str], typer.Option(help="Name of a new run (default: from config+pack).")] = None,
     runs_dir: Annotated[Optional[Path], typer.Option(help="Where runs are created (default: ./runs).")] = None,
+    max_minutes: Annotated[Optional[float], typer.Option(
+        help="Time budget of this invocation (default 14 min); run again to continue. 0: none.")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """Run stages A-D and export DPO triplets to runs/<id>/."""
@@ -54,6 +56,8 @@ def run(
                                    "pipeline.seeds_per_template": seeds_per_template,
                                    "runs_dir": str(runs_dir) if runs_dir else None})
         run_dir, cfg = prepare_run(cfg, resume=resume, run_id=run_id)
+        if max_minutes is not None:
+            cfg.pipeline.max_minutes = max_minutes or None
         console.print(f"run [bold]{run_dir.name}[/] -> {run_dir}/  (pack {cfg.pack}, target {cfg.roles.target.model})")
         with Progress(TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console, disable=quiet or not sys.stdout.isatty() and bool(os.environ.get("CI"))) as bar:
@@ -80,12 +84,17 @@ def _print_summary(summary: dict[str, Any], run_dir: Path) -> None:
     console.print(table)
     per = ", ".join(f"{d} {n}/{summary['quota_per_domain'][d]}" for d, n in summary["accepted_per_domain"].items())
     console.print(f"accepted per domain: {per}")
+    for domain, why in summary.get("domains_given_up", {}).items():
+        console.print(f"[yellow]domain {domain} given up:[/] {why}")
     inv = summary["this_invocation"]
     console.print(f"model calls: {inv['model_calls_made']} made, {inv['model_calls_cached']} from cache; "
                   f"tokens {inv['input_tokens']} in / {inv['output_tokens']} out; cost ${inv['cost_usd']:.4f}; "
                   f"{inv['wall_seconds']} s")
     if summary.get("offline_roles"):
         console.print(f"[yellow]offline (pack-driven, not LLM) roles:[/] {', '.join(summary['offline_roles'])}")
+    if summary.get("status") == "time_budget":
+        console.print(f"[yellow]time budget reached:[/] the run stopped cleanly; continue it with "
+                      f"`coherence run --resume {run_dir.name}` (add --max-minutes N for a longer budget)")
     ex = summary.get("exports", {})
     console.print(f"triplets: {ex.get('triplets_jsonl')} ({ex.get('rows')} rows)\n"
                   f"dataset:  {ex.get('dataset')}  (datasets.load_from_disk)\nsummary:  {run_dir / 'summary.json'}")

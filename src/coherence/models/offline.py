@@ -30,7 +30,12 @@ def _need(task: dict[str, Any], *keys: str, who: str) -> None:
 
 
 class OfflineAttacker:
-    """Rewrites a seed with one of its strategy's framings from the pack."""
+    """Rewrites a seed with one of its strategy's framings from the pack.
+
+    It escalates as an adaptive attacker would: the first attempt uses a framing in the pack's
+    language only; after a failed attempt it switches to the code-switched framings (those using
+    ``{gloss}``, the template's English restatement) when the seed's template has one.
+    """
 
     name = "offline:attacker"
 
@@ -42,7 +47,9 @@ class OfflineAttacker:
         _need(task, "strategy", "query", "seed_id", "attempt", who=self.name)
         strategy = self.pack.strategy[task["strategy"]]
         gloss = task.get("gloss", "")
-        framings = [f for f in strategy.framings if gloss or "{gloss}" not in f] or strategy.framings
+        switched = [f for f in strategy.framings if "{gloss}" in f]
+        plain = [f for f in strategy.framings if "{gloss}" not in f]
+        framings = (switched if gloss and task["attempt"] > 1 else plain) or plain or switched
         framing = pick(framings, task["seed_id"], task["attempt"], strategy.id)
         return ModelOutput(text=framing.replace("{query}", task["query"]).replace("{gloss}", gloss), offline=True)
 

@@ -25,6 +25,8 @@ async def attack_seed(ctx: RunContext, seed: dict[str, Any]) -> bool:
     gloss = template.gloss.format_map(seed["slot_fill"]) if template.gloss else ""
     best = max((a["score"] or 0 for a in done), default=0)
     for attempt in range(len(done) + 1, cfg.max_attempts + 1):
+        if ctx.out_of_time():
+            return False  # the seed stays active; a resumed run continues from this attempt
         strategy = pack.strategy[strategy_for(seed["ord"], attempt)]
         example = strategy.framings[0]
         rewrite = pack.rubrics.prompts.attacker.format(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -26,6 +27,11 @@ class RunContext:
     config: RunConfig
     pool: ModelPool
     advance: Advance = field(default=lambda stage, n: None)
+    deadline: float | None = None
+    """time.monotonic() after which no new attack attempt starts (the time budget)."""
+
+    def out_of_time(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
 
     def model(self, role: str, index: int | None = None) -> Model:
         spec = getattr(self.config.roles, role)

@@ -35,7 +35,7 @@ MAX_WAVE_PER_DOMAIN = 48
 
 def run_id_for(config: RunConfig, pack_digest: str) -> str:
     """Same config and same pack give the same run id, so running again resumes (zero new calls)."""
-    blob = config.model_dump_json(exclude={"runs_dir"}) + pack_digest
+    blob = config.model_dump_json(exclude={"runs_dir": True, "pipeline": {"max_minutes"}}) + pack_digest
     name = Path(config.pack).name
     return f"{name}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
 
@@ -49,12 +49,15 @@ def _wave(ctx: RunContext) -> list[dict[str, Any]]:
     for seed in ctx.store.seeds(status="active"):
         active.setdefault(seed["domain"], []).append(seed)
     wave = []
+    patience = ctx.config.pipeline.domain_patience
     for domain, need in left.items():
-        if need <= 0:
-            continue
         seen = attacked.get(domain, 0)
+        if need <= 0 or (patience and seen >= patience and not accepted.get(domain)):
+            continue
         rate = max(accepted.get(domain, 0) / seen, 0.1) if seen >= 8 else 0.5
         take = min(MAX_WAVE_PER_DOMAIN, max(4, math.ceil(need / rate)))
+        if patience and not accepted.get(domain):
+            take = min(take, patience - seen)
         wave += active.get(domain, [])[:take]
     return sorted(wave, key=lambda s: s["ord"])
 
@@ -79,6 +82,8 @@ async def run_stages_async(ctx: RunContext) -> None:
             if not wave:
                 break
             number = store.start_wave([s["id"] for s in wave])
+        if ctx.out_of_time():
+            return
         members = store.seeds(wave=number)
         await gather(*(attack_seed(ctx, s) for s in members if s["status"] == "active"))
         jailbroken = store.seeds(wave=number, status="jailbroken")
@@ -120,6 +125,7 @@ def write_summary(run_dir: Path, ctx: RunContext, started: float, extra: dict[st
                                 for d in domain_quotas(ctx)},
         "quota_per_domain": domain_quotas(ctx),
         "jailbreaks_per_strategy": store.group_count("attempts", "strategy", "jailbroken = 1"),
+        "domains_given_up": _given_up(ctx),
         "this_invocation": {
             "model_calls_made": stats.made, "model_calls_cached": stats.cached, "retries": stats.retries,
             "input_tokens": stats.input_tokens, "output_tokens": stats.output_tokens,
@@ -136,6 +142,17 @@ def write_summary(run_dir: Path, ctx: RunContext, started: float, extra: dict[st
     return summary
 
 
+def _given_up(ctx: RunContext) -> dict[str, str]:
+    """Domains whose quota is unmet because the target resisted ``domain_patience`` attacked seeds."""
+    patience = ctx.config.pipeline.domain_patience
+    if not patience:
+        return {}
+    attacked = ctx.store.group_count("seeds", "domain", "stage != 'seed'")
+    accepted = ctx.store.group_count("triplets", "domain", "status = 'accepted'")
+    return {d: f"no accepted triplet after {attacked.get(d, 0)} attacked seeds (domain_patience {patience})"
+            for d in domain_quotas(ctx) if attacked.get(d, 0) >= patience and not accepted.get(d)}
+
+
 def _role_models(config: RunConfig) -> list[str]:
     r = config.roles
     return [s.model for s in (r.target, r.attacker, r.slot_filler, r.query_judge, r.response_judge,
@@ -143,7 +160,8 @@ def _role_models(config: RunConfig) -> list[str]:
 
 
 def prepare_run(config: RunConfig, *, resume: str | None = None, run_id: str | None = None) -> tuple[Path, RunConfig]:
-    """The run folder and the config to use: a resumed run uses the config it was started with."""
+    """The run folder and the config to use: a resumed run uses the config it was started with
+    (the caller may still change the time budget, ``pipeline.max_minutes``)."""
     if resume:
         run_dir = Path(resume) if Path(resume).is_dir() else config.runs_dir / resume
         stored = run_dir / "config.yaml"
@@ -174,8 +192,10 @@ async def run_async(config: RunConfig, run_dir: Path, *, advance: Advance | None
         store.set_meta("pack_digest", pack.digest)
         store.set_meta("pack", pack.ref)
         pool = ModelPool(store, pack)
+        budget = config.pipeline.max_minutes
         ctx = RunContext(store=store, pack=pack, config=config, pool=pool,
-                         advance=advance or (lambda stage, n: None))
+                         advance=advance or (lambda stage, n: None),
+                         deadline=time.monotonic() + 60 * budget if budget else None)
         try:
             await run_stages_async(ctx)
         except BaseException:
@@ -184,6 +204,9 @@ async def run_async(config: RunConfig, run_dir: Path, *, advance: Advance | None
         finally:
             await pool.aclose()
         exported = export_run(store, pack, run_dir)
-        return write_summary(run_dir, ctx, started, {"status": "finished", "exports": exported})
+        status = "finished"
+        if store.count("seeds", "status IN ('active', 'jailbroken', 'responded') AND wave IS NOT NULL"):
+            status = "time_budget"
+        return write_summary(run_dir, ctx, started, {"status": status, "exports": exported})
     finally:
         store.close()

