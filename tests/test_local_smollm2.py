@@ -47,7 +47,8 @@ def test_default_run_on_ko_kr_with_real_target_end_to_end(tmp_path):
     from coherence.pipeline.runner import prepare_run, run_async
 
     cfg = load_config(None, {"runs_dir": str(tmp_path / "runs"), "pipeline.seeds_per_template": 1,
-                             "pipeline.target_count": 5, "pipeline.max_attempts": 2})
+                             "pipeline.target_count": 5, "pipeline.max_attempts": 2,
+                             "pipeline.max_seeds": 10})
     run_dir, cfg = prepare_run(cfg)
     summary = asyncio.run(run_async(cfg, run_dir))
     assert summary["status"] == "finished" and summary["pack"].startswith("ko-KR@")

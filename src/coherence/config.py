@@ -84,7 +84,7 @@ class PipelineConfig(BaseModel):
     seeds_per_template: int = Field(default=4, ge=1)
     """Slot fills drawn per template in stage A."""
     max_seeds: int | None = Field(default=None, ge=1)
-    """Cap on seeds after dedup (None: all)."""
+    """Cap on seeds (taken in domain-interleaved order; None: all)."""
     near_duplicate_threshold: float = Field(default=0.85, gt=0, le=1)
     """Character 3-gram Jaccard similarity at or above which a seed is a near-duplicate."""
     max_attempts: int = Field(default=5, ge=1)

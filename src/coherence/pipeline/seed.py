@@ -86,6 +86,8 @@ async def run_seed_stage(ctx: RunContext) -> None:
         by_sub.setdefault(row["domain"], {}).setdefault(row["subcategory"], []).append(row)
     by_domain = [_interleave(list(subs.values())) for subs in by_sub.values()]
     ordered = _interleave(by_domain)
+    if cfg.max_seeds is not None:
+        ordered = ordered[:cfg.max_seeds]  # interleaved, so the cap keeps every domain represented
     for i, row in enumerate(ordered):
         row["ord"] = i
     ctx.store.add_seeds(ordered)
