@@ -42,7 +42,7 @@ def run(
     run_id: Annotated[Optional[str], typer.Option(help="Name of a new run (default: from config+pack).")] = None,
     runs_dir: Annotated[Optional[Path], typer.Option(help="Where runs are created (default: ./runs).")] = None,
     max_minutes: Annotated[Optional[float], typer.Option(
-        help="Time budget of this invocation (default 14 min); run again to continue. 0: none.")] = None,
+        help="Time budget of this invocation (default 12 min); run again to continue. 0: none.")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """Run stages A-D and export DPO triplets to runs/<id>/."""
@@ -74,13 +74,16 @@ def run(
 
 def _print_summary(summary: dict[str, Any], run_dir: Path) -> None:
     f = summary["funnel"]
-    table = Table(title="funnel", show_header=True)
-    for col in ("seeds", "dup", "attacked", "attempts", "jailbroken", "q-rejected", "responded", "accepted",
-                "f-rejected", "over quota"):
-        table.add_column(col, justify="right")
-    table.add_row(*(str(f[k]) for k in ("seeds", "duplicates_removed", "attacked", "attempts", "jailbroken",
-                                         "query_rejected", "responded", "accepted", "filter_rejected",
-                                         "over_quota")))
+    table = Table(title=f"funnel ({summary['status']})", show_header=True)
+    table.add_column("stage")
+    table.add_column("count", justify="right")
+    for label, key in (("seeds", "seeds"), ("near-duplicates removed", "duplicates_removed"),
+                       ("seeds attacked", "attacked"), ("attack attempts", "attempts"),
+                       ("jailbroken", "jailbroken"), ("never jailbroken", "no_jailbreak"),
+                       ("query judged harmless", "query_rejected"), ("responded (r+ chosen)", "responded"),
+                       ("accepted", "accepted"), ("rejected by filter", "filter_rejected"),
+                       ("over domain quota", "over_quota"), ("not attacked", "not_attacked")):
+        table.add_row(label, str(f[key]))
     console.print(table)
     per = ", ".join(f"{d} {n}/{summary['quota_per_domain'][d]}" for d, n in summary["accepted_per_domain"].items())
     console.print(f"accepted per domain: {per}")

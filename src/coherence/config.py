@@ -81,7 +81,7 @@ class PipelineConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    seeds_per_template: int = Field(default=4, ge=1)
+    seeds_per_template: int = Field(default=1, ge=1)
     """Slot fills drawn per template in stage A."""
     max_seeds: int | None = Field(default=None, ge=1)
     """Cap on seeds (taken in domain-interleaved order; None: all)."""
@@ -95,10 +95,10 @@ class PipelineConfig(BaseModel):
     """Queries the query judge scores below this are discarded (paper: < 2)."""
     target_count: int = Field(default=50, ge=1)
     """Accepted triplets wanted in total, balanced across domains."""
-    domain_patience: int | None = Field(default=60, ge=1)
+    domain_patience: int | None = Field(default=20, ge=1)
     """Stop attacking a domain after this many attacked seeds have given it no accepted triplet
     (the target resists it); None: try every seed."""
-    max_minutes: float | None = Field(default=14.0, gt=0)
+    max_minutes: float | None = Field(default=12.0, gt=0)
     """Wall-clock budget of one invocation: no new attack attempt starts after it; the run stops
     cleanly and ``coherence run`` again (or ``--resume``) continues it. None: no budget. Not part of
     the run id."""

@@ -61,7 +61,8 @@ def resolve_local(name: str) -> Path | str:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         gguf = smollm2_gguf()
-        log.info("converting %s once into %s", gguf.name, target)
+        log.warning("converting %s once into %s (about 25 s; later runs load the cached copy)", gguf.name, target)
+        os.environ.setdefault("TQDM_DISABLE", "1")  # transformers' GGUF progress bar would garble ours
         tmp = target.with_name(target.name + f".tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)

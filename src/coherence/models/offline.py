@@ -65,6 +65,11 @@ class OfflineSlotFiller:
         return ModelOutput(text=task["template"].format_map(task["slot_fill"]), offline=True)
 
 
+def _verified_first(ids: list[str], table: dict[str, Any]) -> list[str]:
+    """Only the verified entries when there are any: an answer cites what was checked."""
+    return [i for i in ids if table[i].status == "verified"] or ids
+
+
 ORDERS = {
     "policy": ("refusal", "statute", "population", "kernel", "alternative", "institution"),
     "policy-warm": ("kernel", "population", "refusal", "statute", "institution", "alternative"),
@@ -80,9 +85,10 @@ class OfflinePolicyGenerator:
     def __init__(self, pack: Pack, variant: str) -> None:
         self.pack, self.variant, self.name = pack, variant, f"offline:{variant}"
 
-    def compose(self, subcategory: str, key: str) -> str:
+    def compose(self, subcategory: str, key: str, query: str = "") -> str:
         pack, comp = self.pack, self.pack.lexicon.composition
         pol = pack.policy[subcategory]
+        folded = query.casefold()
         parts: dict[str, str] = {"refusal": pick(comp.refusal, key, "r").format(refusal=pol.refusal),
                                  "kernel": pick(comp.kernel, key, "k").format(kernel=pol.kernel)}
         cite = pol.cite[0]
@@ -95,14 +101,16 @@ class OfflinePolicyGenerator:
             parts["statute"] = pick(comp.statute_no_article or comp.statute, key, "s").format(
                 statute=statute.name, article="", summary="")
         if pol.populations:
-            pop = pack.population[pol.populations[0]]
+            # name the group the query is about when it names one (P2), else the policy's first
+            pops = [pack.population[p] for p in pol.populations]
+            pop = next((p for p in pops if any(t.casefold() in folded for t in p.terms)), pops[0])
             parts["population"] = pick(comp.population, key, "p").format(population=pop.terms[0])
         if pol.alternatives:
-            alt = pack.alternative[pick(pol.alternatives, key, "a")]
+            alt = pack.alternative[pick(_verified_first(pol.alternatives, pack.alternative), key, "a")]
             parts["alternative"] = pick(comp.alternative, key, "a2").format(
                 alternative=alt.name, description=alt.description)
         if pol.institutions:
-            inst = pack.institution[pick(pol.institutions, key, "i")]
+            inst = pack.institution[pick(_verified_first(pol.institutions, pack.institution), key, "i")]
             parts["institution"] = pick(comp.institution, key, "i2").format(
                 institution=inst.name, contact=inst.contact or inst.name)
         body = " ".join(parts[p] for p in ORDERS[self.variant] if p in parts)
@@ -111,7 +119,8 @@ class OfflinePolicyGenerator:
     async def generate_async(self, *, messages: list[Message], params: dict[str, Any],
                              task: dict[str, Any]) -> ModelOutput:
         _need(task, "subcategory", "seed_id", who=self.name)
-        return ModelOutput(text=self.compose(task["subcategory"], task["seed_id"]), offline=True)
+        query = messages[-1]["content"] if messages else ""
+        return ModelOutput(text=self.compose(task["subcategory"], task["seed_id"], query), offline=True)
 
 
 @provider("offline")
