@@ -4,7 +4,6 @@ import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from conftest import EN_GB, ROOT, run_pipeline
@@ -102,3 +101,28 @@ def test_paper_config_names_every_role():
     assert [g.model.split("/")[0] for g in cfg.roles.generators] == ["openai", "gemini", "anthropic"]
     assert len(cfg.roles.filter_judges) == 3 and cfg.pipeline.target_count == 10000
     assert all(not g.model.startswith("offline:") for g in cfg.roles.generators)
+
+
+def test_export_eval_writes_the_held_out_split_and_probes(tmp_path):
+    out = cli("pack", "export-eval", "ko-KR", "--out", str(tmp_path / "eval"), "--fills", "2")
+    assert out.returncode == 0, out.stderr
+    import json as _json
+    pack = load_pack("ko-KR")
+    rows = [_json.loads(x) for x in (tmp_path / "eval" / "eval_prompts.jsonl").read_text().splitlines()]
+    eval_ids = {t.id for t in pack.templates.templates if t.split == "eval"}
+    assert {r["template"] for r in rows} == eval_ids
+    assert all("{" not in r["prompt"] and r["prompt"] for r in rows)
+    probes = (tmp_path / "eval" / "benign_probes.jsonl").read_text().splitlines()
+    assert len(probes) == len(pack.probes.probes) >= 100
+
+
+def test_pack_new_scaffolds_a_loadable_commented_pack(tmp_path):
+    out = cli("pack", "new", "ja-JP", "--dir", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    folder = tmp_path / "ja-JP"
+    pack = load_pack(folder)
+    assert pack.meta.name == "ja-JP" and pack.meta.language == "ja"
+    assert all((folder / f).read_text().startswith("#") for f in ("pack.yaml", "taxonomy.yaml", "policies.yaml"))
+    assert "TODO" in (folder / "policies.yaml").read_text()
+    again = cli("pack", "new", "ja-JP", "--dir", str(tmp_path))
+    assert again.returncode == 2 and "already exists" in again.stderr

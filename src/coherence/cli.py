@@ -161,5 +161,40 @@ def pack_show(name: Annotated[str, typer.Argument(help="Pack name or folder.")] 
             console.print(f"  {s.id}: {s.name} - {laws}")
 
 
+@pack_app.command("new")
+def pack_new(
+    name: Annotated[str, typer.Argument(help="Pack name, a locale such as ja-JP.")],
+    dest: Annotated[Path, typer.Option("--dir", help="Folder to create it in.")] = Path("packs"),
+    language: Annotated[Optional[str], typer.Option(help="Language of its text (default: from the name).")] = None,
+) -> None:
+    """Scaffold a commented pack a new author can fill in; then `coherence pack validate`."""
+    from coherence.packs.scaffold import new_pack
+
+    try:
+        folder = new_pack(name, dest, language=language)
+    except CoherenceError as exc:
+        _fail(exc)
+    console.print(f"created {folder}/ (12 commented files). Fill in the TODOs, then: "
+                  f"coherence pack validate {folder}")
+
+
+@pack_app.command("export-eval")
+def pack_export_eval(
+    name: Annotated[str, typer.Argument(help="Pack name or folder.")] = "ko-KR",
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("eval"),
+    fills: Annotated[int, typer.Option(help="Slot fills per eval template.")] = 3,
+) -> None:
+    """Export the held-out eval split and the benign probes (JSONL) for evaluation."""
+    from coherence.packs.fill import export_eval
+    from coherence.packs.loader import load_pack
+
+    try:
+        result = export_eval(load_pack(name), out, fills_per_template=fills)
+    except CoherenceError as exc:
+        _fail(exc)
+    console.print(f"{result['eval_rows']} eval prompts -> {result['eval_prompts']}\n"
+                  f"{result['probe_rows']} benign probes -> {result['benign_probes']}")
+
+
 def main() -> None:  # pragma: no cover
     app()

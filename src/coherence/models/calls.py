@@ -135,6 +135,13 @@ class Model:
                                                  kind="fatal", message=str(exc))
                     self.stats.fatal = self.stats.fatal or str(exc)
                     raise
+                except ModelError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - a provider bug is shown to the user, not a traceback
+                    self.store.record_call_error(key=key, model=self.name, role=role, attempt=attempt,
+                                                 kind="error", message=f"{type(exc).__name__}: {exc}")
+                    raise ModelError(f"{self.name}: {type(exc).__name__}: {exc} (the run is resumable "
+                                     f"with --resume once this is fixed)") from exc
                 latency = time.monotonic() - started
             break
         self.stats.made += 1

@@ -59,7 +59,8 @@ class LiteLLMChat:
                                              timeout=self.spec.timeout, drop_params=True, **kwargs)
         except litellm.ContentPolicyViolationError as exc:
             return ModelOutput(text="", extra={"blocked": True, "reason": str(exc)[:500]})
-        except (litellm.AuthenticationError, litellm.PermissionDeniedError, litellm.NotFoundError) as exc:
+        except (litellm.AuthenticationError, litellm.PermissionDeniedError, litellm.NotFoundError,
+                litellm.BadRequestError) as exc:
             raise FatalProviderError(f"{self.name}: {type(exc).__name__}: {str(exc)[:300]} "
                                      f"(fix: check the model name, api_base and the key variable)") from None
         except litellm.RateLimitError as exc:

@@ -3,7 +3,6 @@ domains up to the target count. Rejected and over-quota triplets stay in the sto
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from coherence.judges import unanimous

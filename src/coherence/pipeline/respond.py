@@ -4,7 +4,6 @@ coherence 1-5; the best wins and ties go to the generator used least so far in t
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from coherence.judges import render_policy

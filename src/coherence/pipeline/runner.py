@@ -8,7 +8,6 @@ finished model calls from its cache.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import math

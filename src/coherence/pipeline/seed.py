@@ -3,7 +3,6 @@ removed (kept in the store with their reason)."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import itertools
 import json
@@ -11,34 +10,13 @@ import random
 from typing import Any
 
 from coherence.judges.text import ngram_overlap
+from coherence.packs.fill import draw_fills
 from coherence.pipeline.context import RunContext, gather
 
 
 def seed_id(template_id: str, fill: dict[str, str]) -> str:
     blob = json.dumps([template_id, fill], sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def draw_fills(slots: list[str], values: dict[str, list[str]], k: int, rng: random.Random) -> list[dict[str, str]]:
-    """Up to ``k`` distinct slot fills, drawn without replacement from the slot-value product."""
-    names = sorted(set(slots))
-    if not names:
-        return [{}]
-    space = 1
-    for n in names:
-        space *= len(values[n])
-    if space <= 4 * k:
-        combos = list(itertools.product(*(values[n] for n in names)))
-        rng.shuffle(combos)
-        return [dict(zip(names, c)) for c in combos[:k]]
-    seen: set[tuple[str, ...]] = set()
-    fills = []
-    while len(fills) < k:
-        combo = tuple(rng.choice(values[n]) for n in names)
-        if combo not in seen:
-            seen.add(combo)
-            fills.append(dict(zip(names, combo)))
-    return fills
 
 
 async def run_seed_stage(ctx: RunContext) -> None:
