@@ -178,6 +178,64 @@ def pack_new(
                   f"coherence pack validate {folder}")
 
 
+@pack_app.command("expand")
+def pack_expand(
+    name: Annotated[str, typer.Argument(help="Pack name or folder.")],
+    kind: Annotated[str, typer.Option(help="slot_value | template | probe")],
+    model: Annotated[str, typer.Option(help="Proposing model: a LiteLLM string such as openai/gpt-4.1.")],
+    subcategory: Annotated[str, typer.Option(help="Sub-category (templates, probes).")] = "",
+    slot: Annotated[str, typer.Option(help="Slot name (slot values).")] = "",
+    n: Annotated[int, typer.Option(help="How many to ask for.")] = 10,
+    api_base: Annotated[Optional[str], typer.Option(help="OpenAI-compatible server.")] = None,
+    api_key_env: Annotated[Optional[str], typer.Option(help="Variable holding the key.")] = None,
+) -> None:
+    """Ask an LLM for more slot values, templates or probes; they are written as `status: proposed`."""
+    from coherence.authoring import expand
+    from coherence.config import ModelSpec
+
+    try:
+        spec = ModelSpec(model=model, api_base=api_base, api_key_env=api_key_env)
+        new = expand(name, kind=kind, spec=spec, n=n, subcategory=subcategory, slot=slot,
+                     store_path=Path("runs") / "_authoring" / "calls.db")
+    except CoherenceError as exc:
+        _fail(exc)
+    for p in new:
+        console.print(f"{p.id}\t{p.kind}\t{p.text}", highlight=False)
+    console.print(f"{len(new)} proposals written as status: proposed; review them, then "
+                  f"`coherence pack accept {name} --id ID --reviewer NAME`")
+
+
+@pack_app.command("accept")
+def pack_accept(
+    name: Annotated[str, typer.Argument(help="Pack name or folder.")],
+    ids: Annotated[Optional[list[str]], typer.Option("--id", help="Proposal id ('all' for every pending one).")] = None,
+    reviewer: Annotated[str, typer.Option(help="Who reviewed them (kept in proposals.yaml).")] = "",
+    reject: Annotated[bool, typer.Option(help="Reject instead of accept.")] = False,
+) -> None:
+    """Accept (or reject) proposals after reading them; without --id, list the pending ones."""
+    import yaml
+
+    from coherence.authoring import review
+    from coherence.packs.loader import resolve_pack_path
+
+    try:
+        if not ids:
+            path = resolve_pack_path(name) / "proposals.yaml"
+            data = (yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None) or {}
+            pending = [p for p in data.get("proposals", []) if p.get("status") == "proposed"]
+            for p in pending:
+                console.print(f"{p['id']}\t{p['kind']}\t{p.get('slot') or p.get('subcategory')}\t{p['text']}"
+                              f"\t({p['model']})", highlight=False)
+            console.print(f"{len(pending)} pending")
+            return
+        if not reviewer:
+            raise CoherenceError("--reviewer is required (fix: name the person who read the proposals)")
+        done = review(name, ids=ids, reviewer=reviewer, accept=not reject)
+    except CoherenceError as exc:
+        _fail(exc)
+    console.print(f"{'rejected' if reject else 'accepted'} {len(done)}: {', '.join(done)}")
+
+
 @pack_app.command("export-eval")
 def pack_export_eval(
     name: Annotated[str, typer.Argument(help="Pack name or folder.")] = "ko-KR",

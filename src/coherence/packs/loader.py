@@ -99,6 +99,7 @@ class Pack:
     probes: s.Probes
     exemplars: s.Exemplars
     digest: str = field(default="")
+    proposals: s.Proposals = field(default_factory=s.Proposals)
 
     @property
     def ref(self) -> str:
@@ -191,7 +192,7 @@ def load_pack(name_or_path: str | Path, *, check: bool = True) -> Pack:
     for filename, model in s.FILES.items():
         file = path / filename
         if not file.is_file():
-            if filename in ("probes.yaml", "exemplars.yaml"):
+            if filename in ("probes.yaml", "exemplars.yaml", "proposals.yaml"):
                 parts[filename] = model()
                 continue
             raise PackError(str(file), "(file)", "missing", f"create {filename} (see `coherence pack new`)")
@@ -204,8 +205,9 @@ def load_pack(name_or_path: str | Path, *, check: bool = True) -> Pack:
         policies=parts["policies.yaml"], templates=parts["templates.yaml"],
         attacks=parts["attacks.yaml"], rubrics=parts["rubrics.yaml"], lexicon=parts["lexicon.yaml"],
         probes=parts["probes.yaml"], exemplars=parts["exemplars.yaml"],
-        digest="sha256:" + digest.hexdigest()[:16],
+        digest="sha256:" + digest.hexdigest()[:16], proposals=parts["proposals.yaml"],
     )
+    _merge_accepted(pack)
     if check:
         problems = check_references(pack)
         if problems:
@@ -213,6 +215,27 @@ def load_pack(name_or_path: str | Path, *, check: bool = True) -> Pack:
             more = f" (+{len(problems) - 1} more: run `coherence pack validate`)" if len(problems) > 1 else ""
             raise PackError(p.file, p.key, p.problem + more, p.fix)
     return pack
+
+
+def _merge_accepted(pack: Pack) -> None:
+    """Fold proposals a person accepted into the reviewed content (in memory; the files keep the trail)."""
+    accepted = [p for p in pack.proposals.proposals if p.status == "accepted"]
+    if not accepted:
+        return
+    slots = {k: list(v) for k, v in pack.templates.slots.items()}
+    templates = list(pack.templates.templates)
+    probes = list(pack.probes.probes)
+    for p in accepted:
+        if p.kind == "slot_value" and p.slot in slots and p.text not in slots[p.slot]:
+            slots[p.slot].append(p.text)
+        elif p.kind == "template":
+            templates.append(s.Template(id=p.id, subcategory=p.subcategory, text=p.text, split=p.split,
+                                        gloss=p.gloss, status="likely"))
+        elif p.kind == "probe":
+            probes.append(s.Probe(id=p.id, domain=p.domain, subcategory=p.subcategory, text=p.text,
+                                  unframed=p.unframed))
+    pack.templates = s.Templates(slots=slots, templates=templates)
+    pack.probes = s.Probes(probes=probes)
 
 
 def check_references(pack: Pack) -> list[Problem]:
@@ -289,6 +312,12 @@ def check_references(pack: Pack) -> list[Problem]:
         if not any(t.subcategory == sub_id and t.split == "train" for t in pack.templates.templates):
             out.append(Problem(f("templates.yaml"), "templates", f"sub-category {sub_id!r} has no train template",
                                "add at least one template with split: train"))
+        if not any(p.subcategory == sub_id for p in pack.probes.probes):
+            out.append(Problem(f("probes.yaml"), "probes", f"sub-category {sub_id!r} has no benign probe",
+                               "add a probe that looks like its harmful requests but is legitimate"))
+        if not any(e.subcategory == sub_id for e in pack.exemplars.exemplars):
+            out.append(Problem(f("exemplars.yaml"), "exemplars", f"sub-category {sub_id!r} has no exemplar",
+                               "add a thick r+ beside a thin refusal"))
     return out
 
 

@@ -355,6 +355,30 @@ class Exemplars(_Model):
     exemplars: list[Exemplar] = Field(default_factory=list)
 
 
+# ---------------------------------------------------------------- proposals.yaml
+
+
+class Proposal(_Model):
+    """Content an LLM proposed (``coherence pack expand``); used only once a person accepts it."""
+
+    id: str = Field(pattern=ID_RE)
+    kind: Literal["slot_value", "template", "probe"]
+    text: str
+    slot: str = Field(default="", description="For slot_value: the slot it extends.")
+    subcategory: str = Field(default="", description="For template and probe.")
+    domain: str = Field(default="", description="For probe.")
+    unframed: str = Field(default="", description="For probe: the request without cultural framing.")
+    gloss: str = Field(default="", description="For template: English restatement.")
+    split: Literal["train", "eval"] = "train"
+    status: Literal["proposed", "accepted", "rejected"] = "proposed"
+    model: str = Field(description="The model that proposed it.")
+    reviewer: str = Field(default="", description="Who accepted or rejected it.")
+
+
+class Proposals(_Model):
+    proposals: list[Proposal] = Field(default_factory=list)
+
+
 FILES: dict[str, type[_Model]] = {
     "pack.yaml": PackMeta,
     "taxonomy.yaml": Taxonomy,
@@ -368,5 +392,6 @@ FILES: dict[str, type[_Model]] = {
     "lexicon.yaml": Lexicon,
     "probes.yaml": Probes,
     "exemplars.yaml": Exemplars,
+    "proposals.yaml": Proposals,
 }
 """Every file of a pack and the model it must match."""
