@@ -135,6 +135,10 @@ class Pack:
         return {p.subcategory: p for p in self.policies.policies}
 
     @cached_property
+    def template(self) -> dict[str, s.Template]:
+        return {t.id: t for t in self.templates.templates}
+
+    @cached_property
     def strategy(self) -> dict[str, s.AttackStrategy]:
         return {st.id: st for st in self.attacks.strategies}
 

@@ -21,7 +21,7 @@ async def attack_seed(ctx: RunContext, seed: dict[str, Any]) -> bool:
     attacker, target = ctx.model("attacker"), ctx.model("target")
     judge = ctx.judge("response_judge")
     done = store.attempts(seed["id"])
-    template = next(t for t in pack.templates.templates if t.id == seed["template"])
+    template = pack.template[seed["template"]]
     gloss = template.gloss.format_map(seed["slot_fill"]) if template.gloss else ""
     best = max((a["score"] or 0 for a in done), default=0)
     for attempt in range(len(done) + 1, cfg.max_attempts + 1):
