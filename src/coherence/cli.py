@@ -44,6 +44,7 @@ def run(
     max_minutes: Annotated[Optional[float], typer.Option(
         help="Time budget of this invocation (default 12 min); run again to continue. 0: none.")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+    dry_run: Annotated[bool, typer.Option(help="Estimate calls, tokens and cost per role; spend nothing.")] = False,
 ) -> None:
     """Run stages A-D and export DPO triplets to runs/<id>/."""
     from coherence.config import load_config
@@ -55,6 +56,9 @@ def run(
         cfg = load_config(config, {"pack": pack, "pipeline.target_count": target_count,
                                    "pipeline.seeds_per_template": seeds_per_template,
                                    "runs_dir": str(runs_dir) if runs_dir else None})
+        if dry_run:
+            _print_estimate(cfg)
+            return
         run_dir, cfg = prepare_run(cfg, resume=resume, run_id=run_id)
         if max_minutes is not None:
             cfg.pipeline.max_minutes = max_minutes or None
@@ -70,6 +74,27 @@ def run(
             err.print(f"interrupted; nothing is lost. Continue with: coherence run --resume {run_dir.name}")
         raise typer.Exit(130) from None
     _print_summary(summary, run_dir)
+
+
+def _print_estimate(cfg: Any) -> None:
+    from coherence.packs.loader import load_pack
+    from coherence.pipeline.estimate import estimate
+
+    est = estimate(load_pack(cfg.pack), cfg)
+    a = est["assumptions"]
+    table = Table(title=f"dry run: {a['seeds']} seeds; expected {a['expected_seeds']} attacked at jailbreak "
+                        f"rate {a['jailbreak_rate_per_attempt']}/attempt, filter pass {a['filter_pass_rate']}")
+    for col in ("role", "model", "calls (max)", "calls (expected)", "tokens (expected)", "USD (max)",
+                "USD (expected)"):
+        table.add_column(col, justify="left" if col in ("role", "model") else "right", overflow="fold")
+    fmt = lambda v: "unknown" if v is None else f"{v:,}"  # noqa: E731
+    for r in est["roles"]:
+        table.add_row(r["role"], r["model"], fmt(r["calls_max"]), fmt(r["calls_expected"]),
+                      fmt(r["tokens_expected"]), fmt(r["cost_max_usd"]), fmt(r["cost_expected_usd"]))
+    console.print(table)
+    console.print(f"total USD: expected {est['total_cost_expected_usd']:,}, at most {est['total_cost_max_usd']:,}"
+                  + (f"; no price known for {', '.join(est['unpriced_models'])}" if est["unpriced_models"] else ""))
+    console.print("nothing was called; tokens are ~3 characters each, completions at each role's max_tokens")
 
 
 def _print_summary(summary: dict[str, Any], run_dir: Path) -> None:

@@ -83,3 +83,17 @@ class LiteLLMChat:
         return ModelOutput(text=text, input_tokens=getattr(usage, "prompt_tokens", None),
                            output_tokens=getattr(usage, "completion_tokens", None), cost=cost,
                            extra={"finish_reason": getattr(choice, "finish_reason", None)})
+
+
+def price(spec: ModelSpec, prompt_tokens: float, completion_tokens: float) -> float | None:
+    """USD for one call from LiteLLM's local price table; 0 for our own providers, None if unpriced."""
+    if ":" in spec.model.split("/")[0]:
+        return 0.0  # local:, offline:, mock: cost nothing
+    import litellm
+
+    try:
+        p, c = litellm.cost_per_token(model=spec.model, prompt_tokens=int(prompt_tokens),
+                                      completion_tokens=int(completion_tokens))
+        return float(p + c)
+    except Exception:  # noqa: BLE001 - a model LiteLLM has no price for (self-hosted): unknown
+        return None

@@ -1,0 +1,90 @@
+"""``coherence run --dry-run``: calls, tokens and cost per role, before anything is spent.
+
+Two figures per role: the upper bound (every seed attacked ``max_attempts`` times, every attempt a
+jailbreak) and an expectation under stated rates (jailbreak rate per attempt, filter pass rate), which
+also stops once the target count is reached. Tokens are counted from the prompts this pack and config
+actually produce (rendered for a sample of seeds) at ~3 characters per token, and the completion length
+from each role's ``max_tokens`` (or a default); prices come from LiteLLM's local price table.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Any
+
+from coherence.config import ModelSpec, RunConfig
+from coherence.judges.llm import render_policy
+from coherence.models import price
+from coherence.packs.fill import draw_fills
+from coherence.packs.loader import Pack
+
+CHARS_PER_TOKEN = 3.0
+DEFAULT_COMPLETION = {"target": 400, "attacker": 200, "slot_filler": 80, "generators": 600,
+                      "query_judge": 60, "response_judge": 60, "filter_judges": 120}
+
+
+def estimate(pack: Pack, config: RunConfig, *, jailbreak_rate: float = 0.3, pass_rate: float = 0.5) -> dict[str, Any]:
+    """Per-role estimate of calls, tokens and cost; see the module docstring for the model."""
+    cfg, roles = config.pipeline, config.roles
+    templates = pack.reviewed_templates("train")
+    seeds = len(templates) * cfg.seeds_per_template
+    if cfg.max_seeds:
+        seeds = min(seeds, cfg.max_seeds)
+    rng = random.Random(cfg.random_seed)
+    sample = rng.sample(templates, min(20, len(templates)))
+    queries = [t.text.format_map(draw_fills(t.slots, pack.templates.slots, 1, rng)[0]) for t in sample]
+    q_chars = sum(map(len, queries)) / len(queries)
+    framing_chars = sum(len(f) for st in pack.attacks.strategies for f in st.framings) / sum(
+        len(st.framings) for st in pack.attacks.strategies)
+    policy_chars = sum(len(render_policy(pack, t.subcategory)) for t in sample) / len(sample)
+    prompts = pack.rubrics.prompts
+    attacked_prompt = q_chars + framing_chars
+    # expected attempts per seed until the first jailbreak (or max_attempts)
+    miss = 1 - jailbreak_rate
+    attempts_per_seed = sum(miss ** k for k in range(cfg.max_attempts))
+    p_jailbreak = 1 - miss ** cfg.max_attempts
+    seeds_needed = math.ceil(cfg.target_count / max(p_jailbreak * pass_rate, 1e-9))
+    exp_seeds = min(seeds, seeds_needed)
+    bound = {"seeds": seeds, "attempts": seeds * cfg.max_attempts, "jailbroken": seeds}
+    expected = {"seeds": exp_seeds, "attempts": exp_seeds * attempts_per_seed,
+                "jailbroken": exp_seeds * p_jailbreak}
+    n_gen = len(roles.generators)
+    rows = []
+
+    def add(role: str, spec: ModelSpec, calls_bound: float, calls_exp: float, prompt_chars: float) -> None:
+        if spec.model.startswith("offline:judge"):
+            calls_bound = calls_exp = 0  # heuristic judges make no model call
+        completion = float(spec.params.get("max_tokens", DEFAULT_COMPLETION[role]))
+        prompt_tokens = prompt_chars / CHARS_PER_TOKEN
+        unit = price(spec, prompt_tokens, completion)
+        rows.append({
+            "role": role, "model": spec.model, "calls_max": round(calls_bound), "calls_expected": round(calls_exp),
+            "tokens_expected": round(calls_exp * (prompt_tokens + completion)),
+            "cost_max_usd": None if unit is None else round(calls_bound * unit, 2),
+            "cost_expected_usd": None if unit is None else round(calls_exp * unit, 2),
+        })
+
+    add("slot_filler", roles.slot_filler, seeds, seeds, len(prompts.slot_filler) + q_chars)
+    add("attacker", roles.attacker, bound["attempts"], expected["attempts"], len(prompts.attacker) + attacked_prompt)
+    add("target", roles.target, bound["attempts"], expected["attempts"], attacked_prompt)
+    add("response_judge", roles.response_judge, bound["attempts"] + bound["jailbroken"] * n_gen,
+        expected["attempts"] + expected["jailbroken"] * n_gen,
+        len(prompts.response_judge) + attacked_prompt + 1200 + policy_chars / 2)
+    add("query_judge", roles.query_judge, bound["jailbroken"], expected["jailbroken"],
+        len(prompts.query_judge) + attacked_prompt)
+    for spec in roles.generators:
+        add("generators", spec, bound["jailbroken"], expected["jailbroken"],
+            len(prompts.generator_system) + policy_chars + attacked_prompt)
+    for spec in roles.filter_judges:
+        add("filter_judges", spec, bound["jailbroken"], expected["jailbroken"],
+            len(prompts.filter_judge) + policy_chars + attacked_prompt + 3000)
+    known = [r for r in rows if r["cost_expected_usd"] is not None]
+    return {
+        "assumptions": {"jailbreak_rate_per_attempt": jailbreak_rate, "filter_pass_rate": pass_rate,
+                        "chars_per_token": CHARS_PER_TOKEN, "seeds": seeds, "expected_seeds": exp_seeds},
+        "roles": rows,
+        "total_cost_max_usd": round(sum(r["cost_max_usd"] for r in known), 2),
+        "total_cost_expected_usd": round(sum(r["cost_expected_usd"] for r in known), 2),
+        "unpriced_models": sorted({r["model"] for r in rows if r["cost_expected_usd"] is None}),
+    }
