@@ -36,6 +36,11 @@ class ModelSpec(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     """Generation parameters (temperature, max_tokens, ...), part of the cache key."""
 
+    @property
+    def heuristic_judge(self) -> bool:
+        """``offline:judge*``: a heuristic judge, which makes no model call."""
+        return self.model.startswith("offline:judge")
+
     @field_validator("model")
     @classmethod
     def _non_empty(cls, value: str) -> str:
@@ -74,6 +79,15 @@ class Roles(BaseModel):
                                  _spec("offline:judge-strict")],
         min_length=1)
     """The unanimous ensemble of stage D (the paper uses 3)."""
+
+    def specs(self) -> list[ModelSpec]:
+        """Every role's spec, the lists flattened."""
+        return [self.target, self.attacker, self.slot_filler, self.query_judge, self.response_judge,
+                *self.generators, *self.filter_judges]
+
+    def offline_models(self) -> list[str]:
+        """The deterministic pack-driven and heuristic roles (named in every export)."""
+        return sorted({s.model for s in self.specs() if s.model.startswith("offline:")})
 
 
 class PipelineConfig(BaseModel):

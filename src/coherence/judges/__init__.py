@@ -23,7 +23,7 @@ class Judge(Protocol):
 
 def make_judge(spec: ModelSpec, *, pool: ModelPool, pack: Pack, role: str) -> Judge:
     """``offline:judge*`` specs give heuristic judges; any other spec an LLM judge on that model."""
-    if spec.model.startswith("offline:judge"):
+    if spec.heuristic_judge:
         return HeuristicJudge(pack, spec.model.split(":", 1)[1])
     return LLMJudge(pool.get(spec), pack, role=role)
 

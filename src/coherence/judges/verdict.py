@@ -22,9 +22,5 @@ class Verdict(BaseModel):
     detail: dict[str, Any] = Field(default_factory=dict)
     """Per-criterion booleans, P1-P3 flags, parse errors."""
 
-    @property
-    def unscored(self) -> bool:
-        return self.score is None and self.passed is None
-
     def row(self) -> dict[str, Any]:
         return self.model_dump()

@@ -53,7 +53,7 @@ def estimate(pack: Pack, config: RunConfig, *, jailbreak_rate: float = 0.3, pass
     rows = []
 
     def add(role: str, spec: ModelSpec, calls_bound: float, calls_exp: float, prompt_chars: float) -> None:
-        if spec.model.startswith("offline:judge"):
+        if spec.heuristic_judge:
             calls_bound = calls_exp = 0  # heuristic judges make no model call
         completion = float(spec.params.get("max_tokens", DEFAULT_COMPLETION[role]))
         prompt_tokens = prompt_chars / CHARS_PER_TOKEN

@@ -39,9 +39,7 @@ def provenance(ctx: RunContext, seed: dict[str, Any], jb: dict[str, Any], chosen
             "chosen_quality": {chosen["generator"]: chosen["score"]},
             "filter": {v["judge"]: v["passed"] for v in verdicts},
         },
-        "offline_roles": sorted({s.model for s in [roles.attacker, roles.slot_filler, roles.query_judge,
-                                                   roles.response_judge, *roles.generators, *roles.filter_judges]
-                                 if s.model.startswith("offline:")}),
+        "offline_roles": roles.offline_models(),
     }
 
 

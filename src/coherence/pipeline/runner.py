@@ -133,7 +133,7 @@ def write_summary(run_dir: Path, ctx: RunContext, started: float, extra: dict[st
         },
         "all_invocations": store.call_totals() | {"wall_seconds": round(
             store.get_meta("wall_seconds", 0.0) + time.time() - started, 1)},
-        "offline_roles": sorted({m for m in _role_models(ctx.config) if m.startswith("offline:")}),
+        "offline_roles": ctx.config.roles.offline_models(),
         **extra,
     }
     store.set_meta("wall_seconds", summary["all_invocations"]["wall_seconds"])
@@ -150,12 +150,6 @@ def _given_up(ctx: RunContext) -> dict[str, str]:
     accepted = ctx.store.group_count("triplets", "domain", "status = 'accepted'")
     return {d: f"no accepted triplet after {attacked.get(d, 0)} attacked seeds (domain_patience {patience})"
             for d in domain_quotas(ctx) if attacked.get(d, 0) >= patience and not accepted.get(d)}
-
-
-def _role_models(config: RunConfig) -> list[str]:
-    r = config.roles
-    return [s.model for s in (r.target, r.attacker, r.slot_filler, r.query_judge, r.response_judge,
-                              *r.generators, *r.filter_judges)]
 
 
 def prepare_run(config: RunConfig, *, resume: str | None = None, run_id: str | None = None) -> tuple[Path, RunConfig]:
