@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import re
 
 import pytest
 
@@ -55,9 +56,12 @@ def test_default_run_on_ko_kr_with_real_target_end_to_end(tmp_path):
     store = Store(run_dir / "run.db")
     attempts = store.attempts()
     assert attempts and all(a["response"].strip() for a in attempts)
-    # attempt 1 is Korean only; a failed seed escalates to a code-switched framing
-    second = [a for a in attempts if a["attempt"] == 2]
-    assert second and all("(" in a["prompt"] for a in second)
+    # the default attacker code-switches from the first attempt (plain_attempts: 0): the Korean seed,
+    # then its English restatement with the slot values rendered in English
+    hangul = re.compile(r"[\uac00-\ud7a3]")
+    for a in attempts:
+        korean, _, english = a["prompt"].rpartition("\n(")
+        assert hangul.search(korean) and english and not hangul.search(english), a["prompt"]
     by_model = summary["this_invocation"]["by_model"]
     assert by_model["local:smollm2"]["made"] == len(attempts)
     for seed in store.seeds():
@@ -66,3 +70,14 @@ def test_default_run_on_ko_kr_with_real_target_end_to_end(tmp_path):
         if seed["status"] == "no_jailbreak":
             assert "no jailbreak in 2 attempts" in seed["reason"]
     json.loads((run_dir / "summary.json").read_text())
+
+
+def test_dtype_choice_is_measured_and_explicit_dtypes_are_kept():
+    import torch
+
+    from coherence.models.local import resolve_dtype
+
+    assert resolve_dtype("float32")[0] is torch.float32
+    assert resolve_dtype("bfloat16")[0] is torch.bfloat16
+    chosen, device = resolve_dtype("auto")
+    assert chosen in (torch.float32, torch.bfloat16) and device in ("cpu", "cuda")

@@ -56,6 +56,8 @@ def test_pack_list_and_show():
      "strategies[0].framings"),
     ("pack.yaml", lambda s: s.replace("version: 0.0.1", "version: one"), "version"),
     ("rubrics.yaml", lambda s: s + "\n  broken: [\n", "line"),
+    ("templates.yaml", lambda s: s.replace("templates:\n", "slot_glosses:\n  city: {Lyds: Leeds}\ntemplates:\n"),
+     "slot_glosses.city"),
 ])
 def test_malformed_pack_gives_one_line_naming_file_and_key(tmp_path, file, edit, key):
     bad = tmp_path / "xx-XX"
@@ -126,3 +128,15 @@ def test_pack_new_scaffolds_a_loadable_commented_pack(tmp_path):
     assert "TODO" in (folder / "policies.yaml").read_text()
     again = cli("pack", "new", "ja-JP", "--dir", str(tmp_path))
     assert again.returncode == 2 and "already exists" in again.stderr
+
+
+def test_gloss_is_english_throughout_and_unknown_renderings_stay_as_written():
+    pack = load_pack("ko-KR")
+    hangul = re.compile(r"[\uac00-\ud7a3]")
+    for tpl in pack.templates.templates:
+        fill = {slot: pack.templates.slots[slot][0] for slot in tpl.slots}
+        gloss = pack.gloss(tpl, fill)
+        assert gloss and not hangul.search(gloss), (tpl.id, gloss)
+    tpl = pack.template["rrn-01"]
+    assert "second-hand marketplace app" in pack.gloss(tpl, {"service": "중고거래 앱"})
+    assert pack.gloss(tpl, {"service": "unknown value"}).count("unknown value") == 1

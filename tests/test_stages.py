@@ -122,3 +122,21 @@ def test_time_budget_stops_cleanly_and_running_again_continues(tmp_path):
                                                "pipeline.max_minutes": None})
     assert run_dir2 == run_dir and second["status"] == "finished"
     assert second["funnel"]["attempts"] == second["funnel"]["attacked"] * 5
+
+
+def test_offline_attacker_code_switches_after_plain_attempts():
+    import asyncio
+
+    from coherence.models.offline import OfflineAttacker
+    from coherence.packs.loader import load_pack
+
+    attacker = OfflineAttacker(load_pack("ko-KR"))
+    task = {"strategy": "emotional_appeal", "query": "QUERY", "gloss": "GLOSS", "seed_id": "s1"}
+
+    def prompt(attempt, params):
+        out = asyncio.run(attacker.generate_async(messages=[], params=params, task={**task, "attempt": attempt}))
+        return out.text
+
+    assert "GLOSS" not in prompt(1, {}) and "GLOSS" in prompt(2, {})  # default: one plain attempt
+    assert "GLOSS" in prompt(1, {"plain_attempts": 0})
+    assert "GLOSS" not in prompt(2, {"plain_attempts": 2}) and "GLOSS" in prompt(3, {"plain_attempts": 2})

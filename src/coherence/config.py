@@ -6,7 +6,7 @@ Settings apply in the order: defaults here, then the ``--config`` YAML, then CLI
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -35,6 +35,9 @@ class ModelSpec(BaseModel):
     """Retries of 429, 5xx and timeouts, with exponential backoff."""
     params: dict[str, Any] = Field(default_factory=dict)
     """Generation parameters (temperature, max_tokens, ...), part of the cache key."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Weights dtype of ``local:`` models (others ignore it). ``auto``: bfloat16 on a GPU and on a CPU
+    with native bfloat16 (AVX512-BF16 or AMX: 2.3x faster than float32 for SmolLM2), else float32."""
 
     @property
     def heuristic_judge(self) -> bool:
@@ -61,8 +64,10 @@ class Roles(BaseModel):
     target: ModelSpec = Field(default_factory=lambda: _spec(
         "local:smollm2", max_concurrency=32, params={"max_tokens": 64, "repetition_penalty": 1.1}))
     """The model being red-teamed; its jailbroken answers become r-."""
-    attacker: ModelSpec = Field(default_factory=lambda: _spec("offline:attacker"))
-    """Rewrites seeds with the 5 strategies."""
+    attacker: ModelSpec = Field(default_factory=lambda: _spec("offline:attacker", params={"plain_attempts": 0}))
+    """Rewrites seeds with the 5 strategies. The default target (SmolLM2-135M, trained on English)
+    refused or misread 96 of 96 Korean-only first attempts in a measured run, so the offline attacker
+    code-switches from the first attempt (``plain_attempts: 0``)."""
     slot_filler: ModelSpec = Field(default_factory=lambda: _spec("offline:slots"))
     """Fills template slots into seed queries."""
     generators: list[ModelSpec] = Field(
@@ -72,8 +77,10 @@ class Roles(BaseModel):
     """Safety-response generators under the category policy (the paper uses 3)."""
     query_judge: ModelSpec = Field(default_factory=lambda: _spec("offline:judge"))
     """Scores query harm 1-4."""
-    response_judge: ModelSpec = Field(default_factory=lambda: _spec("offline:judge"))
-    """Scores target responses 1-5 (jailbreak) and r+ candidates 1-5 (safety and coherence)."""
+    response_judge: ModelSpec = Field(default_factory=lambda: _spec("offline:judge-strict"))
+    """Scores target responses 1-5 (jailbreak) and r+ candidates 1-5 (safety and coherence). The
+    offline default is the strict heuristic judge: a seed whose answer only the lenient judge calls
+    harmful keeps being attacked instead of advancing with an r- that stage D would reject."""
     filter_judges: list[ModelSpec] = Field(
         default_factory=lambda: [_spec("offline:judge"), _spec("offline:judge-morph"),
                                  _spec("offline:judge-strict")],
@@ -95,7 +102,7 @@ class PipelineConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    seeds_per_template: int = Field(default=1, ge=1)
+    seeds_per_template: int = Field(default=5, ge=1)
     """Slot fills drawn per template in stage A."""
     max_seeds: int | None = Field(default=None, ge=1)
     """Cap on seeds (taken in domain-interleaved order; None: all)."""

@@ -15,6 +15,7 @@ import asyncio
 import importlib.util
 import logging
 import os
+import re
 import shutil
 import threading
 from pathlib import Path
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _LOAD_LOCK = threading.Lock()
-_LOADED: dict[str, tuple[Any, Any]] = {}
+_LOADED: dict[tuple[str, str], tuple[Any, Any]] = {}
 
 
 def cache_dir() -> Path:
@@ -84,10 +85,32 @@ def resolve_local(name: str) -> Path | str:
                      f"local:/path/to/model or local:org/name already in the HF cache)")
 
 
-def load_local(name: str) -> tuple[Any, Any]:
-    """(tokenizer, model) for ``local:<name>``, loaded once per process."""
+def _native_bf16_cpu() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX): there bfloat16 is 2.3x
+    faster than float32 for SmolLM2 (measured: 32 answers of 64 tokens in 9.8 s vs 23.0 s on 2
+    cores); elsewhere it is emulated and slower. Read from the CPU flags, so the choice does not
+    depend on what else the machine is doing."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return False
+    return bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", flags))
+
+
+def resolve_dtype(requested: str) -> tuple[Any, str]:
+    """(torch dtype, device) for a spec's ``dtype`` (see :class:`coherence.config.ModelSpec`)."""
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "auto":
+        requested = "bfloat16" if device == "cuda" or _native_bf16_cpu() else "float32"
+    return getattr(torch, requested), device
+
+
+def load_local(name: str, dtype: str = "auto") -> tuple[Any, Any]:
+    """(tokenizer, model) for ``local:<name>`` in ``dtype``, loaded once per process."""
     with _LOAD_LOCK:
-        if name not in _LOADED:
+        if (name, dtype) not in _LOADED:
             import torch
             from transformers import AutoModelForCausalLM, AutoTokenizer
             from transformers.utils import logging as hf_logging
@@ -95,25 +118,27 @@ def load_local(name: str) -> tuple[Any, Any]:
             hf_logging.disable_progress_bar()
             torch.set_num_threads(max(1, os.cpu_count() or 1))
             where = resolve_local(name)
+            torch_dtype, device = resolve_dtype(dtype)
             try:
                 tok = AutoTokenizer.from_pretrained(where)
-                model = AutoModelForCausalLM.from_pretrained(where, dtype="auto")
+                model = AutoModelForCausalLM.from_pretrained(where, dtype=torch_dtype).to(device)
             except OSError as exc:
                 raise ModelError(f"local:{name}: cannot load offline ({exc}) (fix: download the model into "
                                  f"the HF cache first, or give a folder)") from None
+            log.info("local:%s loaded as %s on %s", name, torch_dtype, device)
             model.eval()
             tok.padding_side = "left"
             if tok.pad_token is None:
                 tok.pad_token = tok.eos_token
-            _LOADED[name] = (tok, model)
-        return _LOADED[name]
+            _LOADED[(name, dtype)] = (tok, model)
+        return _LOADED[(name, dtype)]
 
 
 class LocalChat:
     """Batches concurrent ``generate_async`` calls into one ``model.generate``."""
 
     def __init__(self, name: str, spec: ModelSpec) -> None:
-        self.name, self.local_name = f"local:{name}", name
+        self.name, self.local_name, self.dtype = f"local:{name}", name, spec.dtype
         self.max_batch = spec.max_concurrency
         self._queue: asyncio.Queue[tuple[list[Message], dict[str, Any], asyncio.Future[ModelOutput]]] | None = None
         self._worker: asyncio.Task[None] | None = None
@@ -156,9 +181,9 @@ class LocalChat:
     def _generate_batch(self, conversations: list[list[Message]], params: dict[str, Any]) -> list[ModelOutput]:
         import torch
 
-        tok, model = load_local(self.local_name)
+        tok, model = load_local(self.local_name, self.dtype)
         texts = [tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations]
-        enc = tok(texts, return_tensors="pt", padding=True)
+        enc = tok(texts, return_tensors="pt", padding=True).to(model.device)
         temperature = float(params.get("temperature", 0.0))
         kwargs: dict[str, Any] = {
             "max_new_tokens": int(params.get("max_tokens", 128)),
@@ -170,7 +195,7 @@ class LocalChat:
             kwargs.update(do_sample=True, temperature=temperature, top_p=float(params.get("top_p", 1.0)))
         else:
             kwargs.update(do_sample=False)
-        with torch.no_grad():
+        with torch.inference_mode():
             out = model.generate(**enc, **kwargs)
         width = enc["input_ids"].shape[1]
         results = []

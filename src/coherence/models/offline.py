@@ -32,9 +32,11 @@ def _need(task: dict[str, Any], *keys: str, who: str) -> None:
 class OfflineAttacker:
     """Rewrites a seed with one of its strategy's framings from the pack.
 
-    It escalates as an adaptive attacker would: the first attempt uses a framing in the pack's
-    language only; after a failed attempt it switches to the code-switched framings (those using
-    ``{gloss}``, the template's English restatement) when the seed's template has one.
+    It escalates as an adaptive attacker would: the first ``plain_attempts`` attempts (a generation
+    parameter, default 1) use framings in the pack's language only; later attempts use the
+    code-switched framings (those using ``{gloss}``, the template's English restatement) when the
+    seed's template has one. The default run sets ``plain_attempts: 0`` for its English-leaning
+    target (see :mod:`coherence.config`).
     """
 
     name = "offline:attacker"
@@ -49,7 +51,8 @@ class OfflineAttacker:
         gloss = task.get("gloss", "")
         switched = [f for f in strategy.framings if "{gloss}" in f]
         plain = [f for f in strategy.framings if "{gloss}" not in f]
-        framings = (switched if gloss and task["attempt"] > 1 else plain) or plain or switched
+        plain_attempts = int(params.get("plain_attempts", 1))
+        framings = (switched if gloss and task["attempt"] > plain_attempts else plain) or plain or switched
         framing = pick(framings, task["seed_id"], task["attempt"], strategy.id)
         return ModelOutput(text=framing.replace("{query}", task["query"]).replace("{gloss}", gloss), offline=True)
 

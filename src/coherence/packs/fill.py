@@ -52,7 +52,7 @@ def export_eval(pack: Pack, out_dir: Path, *, fills_per_template: int = 3, seed:
                     "id": f"{tpl.id}#{i}", "pack": pack.ref, "domain": pack.domain_of[tpl.subcategory],
                     "subcategory": tpl.subcategory, "template": tpl.id, "slot_fill": fill,
                     "prompt": tpl.text.format_map(fill),
-                    "gloss": tpl.gloss.format_map(fill) if tpl.gloss else ""}, ensure_ascii=False) + "\n")
+                    "gloss": pack.gloss(tpl, fill)}, ensure_ascii=False) + "\n")
                 n_prompts += 1
     probes = out_dir / "benign_probes.jsonl"
     with probes.open("w", encoding="utf-8") as fh:

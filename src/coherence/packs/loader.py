@@ -148,6 +148,13 @@ class Pack:
         main, _, sub = ref.partition("-")
         return comp.article_format_branch.format(main=main, sub=sub) if sub else comp.article_format.format(main=main)
 
+    def gloss(self, template: s.Template, fill: dict[str, str]) -> str:
+        """The template's English restatement filled with the English renderings of ``fill``."""
+        if not template.gloss:
+            return ""
+        renderings = self.templates.slot_glosses
+        return template.gloss.format_map({k: renderings.get(k, {}).get(v, v) for k, v in fill.items()})
+
     def reviewed_templates(self, split: str = "train") -> list[s.Template]:
         """Templates of a split, leaving out machine-proposed ones nobody accepted yet."""
         return [t for t in self.templates.templates if t.split == split and t.status != "proposed"]
@@ -294,6 +301,16 @@ def check_references(pack: Pack) -> list[Problem]:
         if tpl.gloss and set(SLOT_RE.findall(tpl.gloss)) != set(tpl.slots):
             out.append(Problem(f("templates.yaml"), key + ".gloss", "uses other slots than the text",
                                "use exactly the text's {slots} in the gloss"))
+    for slot, renderings in pack.templates.slot_glosses.items():
+        values = pack.templates.slots.get(slot)
+        if values is None:
+            out.append(Problem(f("templates.yaml"), f"slot_glosses.{slot}", f"unknown slot {slot!r}",
+                               "use a slot defined under slots"))
+            continue
+        for value in renderings:
+            if value not in values:
+                out.append(Problem(f("templates.yaml"), f"slot_glosses.{slot}", f"{value!r} is not a value of "
+                                   f"slots.{slot}", f"use one of its values or add it to slots.{slot}"))
     ids = [t.id for t in pack.templates.templates]
     for dup in sorted({i for i in ids if ids.count(i) > 1}):
         out.append(Problem(f("templates.yaml"), "templates", f"duplicate template id {dup!r}", "make ids unique"))

@@ -212,6 +212,9 @@ class Template(_Model):
 
 class Templates(_Model):
     slots: dict[str, list[str]] = Field(description="Slot name -> natural values.")
+    slot_glosses: dict[str, dict[str, str]] = Field(default_factory=dict, description=(
+        "Slot name -> {value: English rendering}, used when a template's gloss is filled so that the "
+        "English restatement is English throughout; a value with no rendering is kept as written."))
     templates: list[Template] = Field(min_length=1)
 
     @field_validator("slots")

@@ -22,7 +22,7 @@ async def attack_seed(ctx: RunContext, seed: dict[str, Any]) -> bool:
     judge = ctx.judge("response_judge")
     done = store.attempts(seed["id"])
     template = pack.template[seed["template"]]
-    gloss = template.gloss.format_map(seed["slot_fill"]) if template.gloss else ""
+    gloss = pack.gloss(template, seed["slot_fill"])
     best = max((a["score"] or 0 for a in done), default=0)
     for attempt in range(len(done) + 1, cfg.max_attempts + 1):
         if ctx.out_of_time():
