@@ -140,3 +140,12 @@ def test_offline_attacker_code_switches_after_plain_attempts():
     assert "GLOSS" not in prompt(1, {}) and "GLOSS" in prompt(2, {})  # default: one plain attempt
     assert "GLOSS" in prompt(1, {"plain_attempts": 0})
     assert "GLOSS" not in prompt(2, {"plain_attempts": 2}) and "GLOSS" in prompt(3, {"plain_attempts": 2})
+
+
+def test_seed_order_interleaves_templates_within_each_domain(tmp_path):
+    summary, run_dir = run_pipeline(tmp_path, {"roles.target": {"model": "mock:refuser"}, "pipeline.max_attempts": 1})
+    seeds = sorted(Store(run_dir / "run.db").seeds(), key=lambda s: s["ord"])
+    for domain in {s["domain"] for s in seeds}:
+        first = [s["template"] for s in seeds if s["domain"] == domain and s["status"] != "duplicate"]
+        n_templates = len(set(first))
+        assert len(set(first[:n_templates])) == n_templates, first  # every template before any repeats

@@ -58,12 +58,14 @@ async def run_seed_stage(ctx: RunContext) -> None:
         rows.append({"id": seed_id(template.id, fill), "ord": order, "domain": pack.domain_of[template.subcategory],
                      "subcategory": template.subcategory, "template": template.id, "slot_fill": fill,
                      "text": text, "filler": filler.name, "status": status, "stage": "seed", "reason": reason})
-    # interleave sub-categories, then domains, so that every wave of the attack stage covers them all
-    by_sub: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    # interleave templates, then sub-categories, then domains, so that every wave of the attack stage
+    # (and domain_patience's first seeds) covers them all, not many fills of a few templates
+    tree: dict[str, dict[str, dict[str, list[dict[str, Any]]]]] = {}
     for row in rows:
-        by_sub.setdefault(row["domain"], {}).setdefault(row["subcategory"], []).append(row)
-    by_domain = [_interleave(list(subs.values())) for subs in by_sub.values()]
-    ordered = _interleave(by_domain)
+        tree.setdefault(row["domain"], {}).setdefault(row["subcategory"], {}).setdefault(
+            row["template"], []).append(row)
+    ordered = _interleave([_interleave([_interleave(list(templates.values())) for templates in subs.values()])
+                           for subs in tree.values()])
     if cfg.max_seeds is not None:
         ordered = ordered[:cfg.max_seeds]  # interleaved, so the cap keeps every domain represented
     for i, row in enumerate(ordered):
