@@ -56,6 +56,8 @@ def test_overrides_apply_defaults_then_yaml_then_flags(tmp_path):
     assert r.dpo["beta"] == 0.5 and r.dpo["learning_rate"] == 1e-5 and r.dpo["loss_type"] == ["ipo"]
     assert r.quantization["bnb_4bit_use_double_quant"] is False and r.quantization["bnb_4bit_quant_type"] == "nf4"
     assert load_train_config(f, {}).max_triplets == 500
+    # PyYAML reads 5e-5 as a string; the config makes it the number every library expects
+    assert load_train_config(None, parse_set(["dpo.learning_rate=5e-5"])).dpo["learning_rate"] == 5e-5
     # a user override beats the CPU defaults
     assert resolve(load_train_config(None, {"dpo.max_length": 128}), cuda=False).dpo["max_length"] == 128
 

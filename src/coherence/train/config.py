@@ -14,11 +14,12 @@ LoRA in float32 with ``CPU_DPO_DEFAULTS`` sized to finish in minutes on 2 cores,
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from coherence.errors import ConfigError
 
@@ -84,6 +85,8 @@ CPU_DPO_DEFAULTS: dict[str, Any] = {
     "eval_steps": 5,
     "save_steps": 5,
     "dataloader_num_workers": 0,
+    # the reference (base) log-probs are computed once, not once per epoch
+    "precompute_ref_log_probs": True,
 }
 
 #: Keys we set from our own fields; overriding them in ``dpo`` would desynchronise outputs and resume.
@@ -122,6 +125,15 @@ class TrainConfig(BaseModel):
     """Extra ``from_pretrained`` arguments (``attn_implementation``, ``revision``, ``device_map``...)."""
     merge: bool = False
     """Also write the base model with the adapter merged into ``merged/``."""
+
+    @field_validator("quantization_config", "lora", "dpo", "model_init_kwargs")
+    @classmethod
+    def _exponents_are_numbers(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # PyYAML reads `5e-5` (no dot) as a string; every library here means a number
+        return {k: float(v) if isinstance(v, str) and _EXPONENT.match(v) else v for k, v in value.items()}
+
+
+_EXPONENT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 
 
 @dataclasses.dataclass
