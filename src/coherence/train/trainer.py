@@ -95,11 +95,12 @@ def build_trainer(*, base: str, resolved: Resolved, split: tdata.Split, out_dir:
     """
     from trl import DPOTrainer
 
-    args = dpo_config(resolved.dpo, output_dir=out_dir / "checkpoints")
+    dpo = dict(resolved.dpo)
+    if not split.heldout:
+        dpo["eval_strategy"] = "no"
+    args = dpo_config(dpo, output_dir=out_dir / "checkpoints")
     args.model_init_kwargs = _init_kwargs(resolved)
     heldout = tdata.to_dataset(split.heldout) if split.heldout else None
-    if heldout is None:
-        args.eval_strategy = "no"
     return DPOTrainer(
         model=base, args=args, processing_class=_load_tokenizer(base),
         train_dataset=tdata.to_dataset(split.train), eval_dataset=heldout,
@@ -191,8 +192,12 @@ def train(
     name = cfg.name or f"{_slug(cfg.base or 'model')}-dpo"
     job = output_dir(source, name=name, runs_dir=runs_dir, out=out)
     record = _record(cfg, resolved, base=base, source=source)
-    if overwrite:
+    from accelerate import PartialState
+
+    state = PartialState()  # under `accelerate launch`, only the main process writes the job's files
+    if overwrite and state.is_main_process:
         shutil.rmtree(job, ignore_errors=True)
+    state.wait_for_everyone()
     if job.exists() and (job / "train_config.json").is_file():
         before = json.loads((job / "train_config.json").read_text(encoding="utf-8"))
         if not _same_job(before, record):
@@ -208,14 +213,16 @@ def train(
     split_file = job / "split.json"
     if split_file.is_file():
         split = tdata.from_ids(source.rows, json.loads(split_file.read_text(encoding="utf-8")), where=split_file)
-    else:
+    else:  # deterministic: every process computes the same split
         split = tdata.split(source.rows, max_triplets=cfg.max_triplets, eval_size=cfg.eval_size, seed=cfg.seed)
-        split_file.write_text(json.dumps(split.ids(), indent=1), encoding="utf-8")
-        with (job / "heldout.jsonl").open("w", encoding="utf-8") as fh:
-            for row in split.heldout:
-                fh.write(json.dumps({k: row.get(k) for k in ("id", "domain", "subcategory", "pack", "prompt",
-                                                             "chosen", "rejected")}, ensure_ascii=False) + "\n")
-    (job / "train_config.json").write_text(json.dumps(record, indent=1, ensure_ascii=False), encoding="utf-8")
+        if state.is_main_process:
+            split_file.write_text(json.dumps(split.ids(), indent=1), encoding="utf-8")
+            with (job / "heldout.jsonl").open("w", encoding="utf-8") as fh:
+                for row in split.heldout:
+                    fh.write(json.dumps({k: row.get(k) for k in ("id", "domain", "subcategory", "pack", "prompt",
+                                                                 "chosen", "rejected")}, ensure_ascii=False) + "\n")
+    if state.is_main_process:
+        (job / "train_config.json").write_text(json.dumps(record, indent=1, ensure_ascii=False), encoding="utf-8")
     say(f"train {name}: {len(split.train)} triplets, {len(split.heldout)} held out; base {cfg.base} "
         f"({'QLoRA 4-bit' if resolved.quantized else 'LoRA'} on {resolved.device}) -> {job}/")
 
@@ -239,6 +246,8 @@ def train(
     trainer.save_model(str(adapter))
     trainer.processing_class.save_pretrained(str(adapter))
     wall = round(time.monotonic() - started, 1)
+    if not state.is_main_process:
+        return {"name": name, "job": str(job), "adapter": str(adapter), "steps": steps}
 
     metrics = collect(job / "metrics.jsonl")
     (job / "metrics.json").write_text(json.dumps(metrics, indent=1), encoding="utf-8")
