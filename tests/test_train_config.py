@@ -38,8 +38,11 @@ def test_cpu_falls_back_to_plain_lora_and_says_so(tmp_path):
     assert "no CUDA: plain LoRA" in r.notes[0]
     args = dpo_config(r.dpo, output_dir=tmp_path)
     assert args.beta == 0.1 and args.use_cpu and not args.bf16 and not args.gradient_checkpointing
-    with pytest.raises(ConfigError, match="4bit needs CUDA"):
-        resolve(load_train_config(None, {"quantization": "4bit"}), cuda=False)
+    # bitsandbytes' CPU 4-bit is opt-in, computes in float32 and is announced
+    q = resolve(load_train_config(None, {"quantization": "4bit"}), cuda=False)
+    assert q.quantized and q.quantization["bnb_4bit_compute_dtype"] == "float32"
+    assert q.quantization["bnb_4bit_quant_type"] == "nf4" and "device_map" not in q.model_init_kwargs
+    assert "CPU NF4" in q.notes[-1]
     with pytest.raises(ConfigError, match="no CUDA device"):
         resolve(load_train_config(None, {"device": "cuda"}), cuda=False)
 

@@ -93,8 +93,13 @@ def build_trainer(*, base: str, resolved: Resolved, split: tdata.Split, out_dir:
     Returns:
         The trainer, with the metrics callback attached.
     """
+    import importlib.util
+
     from trl import DPOTrainer
 
+    if resolved.quantized and importlib.util.find_spec("bitsandbytes") is None:
+        raise CoherenceError("4-bit quantization needs bitsandbytes (fix: pip install -e '.[train,cuda]', or "
+                             "--quantization none for plain LoRA)")
     dpo = dict(resolved.dpo)
     if not split.heldout:
         dpo["eval_strategy"] = "no"
