@@ -34,7 +34,7 @@ def test_cpu_falls_back_to_plain_lora_and_says_so(tmp_path):
 
     r = resolve(load_train_config(None, {}), cuda=False)
     assert r.device == "cpu" and not r.quantized and r.quantization is None
-    assert r.dpo["use_cpu"] and r.dpo["bf16"] is False and r.dpo["max_length"] == 512
+    assert r.dpo["use_cpu"] and r.dpo["bf16"] is False and r.dpo["max_length"] == 384
     assert "no CUDA: plain LoRA" in r.notes[0]
     args = dpo_config(r.dpo, output_dir=tmp_path)
     assert args.beta == 0.1 and args.use_cpu and not args.bf16 and not args.gradient_checkpointing
