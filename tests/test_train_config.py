@@ -117,3 +117,30 @@ def test_base_resolution_is_offline_and_names_the_fix(tmp_path, monkeypatch):
     (tmp_path / "m").mkdir()
     with pytest.raises(CoherenceError, match="no config.json"):
         resolve_base(str(tmp_path / "m"))
+
+
+def test_generate_reads_prompts_and_model_specs(tmp_path, en_gb):
+    import json
+
+    from coherence.train.generate import load_prompts, parse_model
+
+    f = tmp_path / "p.jsonl"
+    f.write_text(json.dumps({"id": "a", "prompt": "hello"}) + "\n"
+                 + json.dumps({"prompt": [{"role": "user", "content": "hi"}]}) + "\n"
+                 + json.dumps({"id": "probe", "framed": "benign?"}) + "\n")
+    rows = load_prompts(str(f))
+    assert [r["id"] for r in rows] == ["a", "1", "probe"]
+    assert rows[0]["messages"] == [{"role": "user", "content": "hello"}] and rows[2]["messages"][0]["content"] == "benign?"
+    pack_rows = load_prompts(f"pack:{en_gb}", limit=2)
+    assert len(pack_rows) == 2 and pack_rows[0]["messages"][0]["role"] == "user"
+    with pytest.raises(CoherenceError, match="no such prompts file"):
+        load_prompts(str(tmp_path / "nope.jsonl"))
+    assert parse_model("local:smollm2") == ("local:smollm2", None)
+    adapter = tmp_path / "job" / "adapter"
+    adapter.mkdir(parents=True)
+    (adapter / "adapter_config.json").write_text("{}")
+    assert parse_model(f"local:smollm2+{adapter.parent}") == ("local:smollm2", adapter)
+    (adapter.parent / "train_config.json").write_text(json.dumps({"base": {"spec": "local:smollm2"}}))
+    assert parse_model(str(adapter.parent)) == ("local:smollm2", adapter)
+    with pytest.raises(CoherenceError, match="adapter_config.json"):
+        parse_model(f"local:smollm2+{tmp_path}")
