@@ -10,7 +10,7 @@ def _fmt(v: Any) -> str:
     return f"{v:.3f}" if isinstance(v, float) else ("-" if v is None else str(v))
 
 
-def model_card(result: dict[str, Any], record: dict[str, Any]) -> str:
+def model_card(result: dict[str, Any], *, record: dict[str, Any]) -> str:
     """Markdown card for ``<run>/train/<name>/README.md`` (also copied into ``adapter/``).
 
     Args:

@@ -185,7 +185,7 @@ def split(rows: list[dict[str, Any]], *, max_triplets: int, eval_size: float, se
     return Split(train=train, heldout=heldout, per_domain=dict(sorted(per_domain.items())))
 
 
-def from_ids(rows: list[dict[str, Any]], ids: dict[str, Any], *, where: Path) -> Split:
+def from_ids(rows: list[dict[str, Any]], *, ids: dict[str, Any], where: Path) -> Split:
     """The split saved by an earlier (killed) invocation, so a resumed job trains on the same rows."""
     index = {r["id"]: r for r in rows}
     missing = [i for i in ids["train"] + ids["heldout"] if i not in index]

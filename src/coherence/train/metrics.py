@@ -47,7 +47,7 @@ def collect(path: Path) -> dict[str, list[dict[str, Any]]]:
     return {"train": [train[s] for s in sorted(train)], "eval": [evals[s] for s in sorted(evals)]}
 
 
-def plot(metrics: dict[str, list[dict[str, Any]]], out: Path, *, title: str) -> Path:
+def plot(metrics: dict[str, list[dict[str, Any]]], *, out: Path, title: str) -> Path:
     """Loss, rewards, reward accuracy and margin over steps (train and held-out) as a PNG."""
     import matplotlib
 

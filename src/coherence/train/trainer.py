@@ -217,7 +217,8 @@ def train(
 
     split_file = job / "split.json"
     if split_file.is_file():
-        split = tdata.from_ids(source.rows, json.loads(split_file.read_text(encoding="utf-8")), where=split_file)
+        split = tdata.from_ids(source.rows, ids=json.loads(split_file.read_text(encoding="utf-8")),
+                              where=split_file)
     else:  # deterministic: every process computes the same split
         split = tdata.split(source.rows, max_triplets=cfg.max_triplets, eval_size=cfg.eval_size, seed=cfg.seed)
         if state.is_main_process:
@@ -256,7 +257,7 @@ def train(
 
     metrics = collect(job / "metrics.jsonl")
     (job / "metrics.json").write_text(json.dumps(metrics, indent=1), encoding="utf-8")
-    plot(metrics, job / "metrics.png", title=f"{name}: DPO on {source.path.name} ({cfg.base})")
+    plot(metrics, out=job / "metrics.png", title=f"{name}: DPO on {source.path.name} ({cfg.base})")
     result: dict[str, Any] = {
         "name": name, "job": str(job), "adapter": str(adapter), "steps": steps,
         "wall_seconds_this_invocation": wall, "resumed_from": last,
@@ -271,7 +272,7 @@ def train(
         say("merging the adapter into the base")
         result["merged"] = str(merge_adapter(base=base, adapter=adapter, out=job / "merged",
                                              dtype="bfloat16" if resolved.device == "cuda" else "float32"))
-    card = model_card(result, record)
+    card = model_card(result, record=record)
     (job / "README.md").write_text(card, encoding="utf-8")
     (adapter / "README.md").write_text(card, encoding="utf-8")
     (job / "result.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
