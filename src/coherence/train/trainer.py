@@ -235,7 +235,10 @@ def train(
     from transformers.trainer_utils import get_last_checkpoint
     from transformers.utils import logging as hf_logging
 
+    import datasets
+
     hf_logging.set_verbosity_error()
+    datasets.disable_progress_bars()  # TRL's tokenising bars; its training bar stays
     started = time.monotonic()
     trainer = build_trainer(base=base, resolved=resolved, split=split, out_dir=job)
     ckpt_dir = job / "checkpoints"
