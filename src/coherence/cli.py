@@ -360,8 +360,7 @@ def generate(
         _fail(exc)
     for row in rows:
         console.rule(f"{row['id']} {row.get('domain', '')}")
-        console.print(f"[bold]prompt:[/] {row['prompt']}", highlight=False, soft_wrap=True, markup=False)
-        for key in ("base", "tuned"):
+        for key in ("prompt", "base", "tuned"):
             if key in row:
                 console.print(f"[bold]{key}:[/] ", end="")
                 console.print(row[key], highlight=False, soft_wrap=True, markup=False)
