@@ -279,5 +279,96 @@ def pack_export_eval(
                   f"{result['probe_rows']} benign probes -> {result['benign_probes']}")
 
 
+# --- training: `coherence train`, `coherence generate` (coherence.train) ---
+
+
+@app.command()
+def train(
+    source: Annotated[str, typer.Argument(help="Run id or folder (runs/<id>), a datasets folder or a JSONL file.")],
+    base: Annotated[Optional[str], typer.Option(
+        help="Base model: local:smollm2, a Hugging Face id in the local cache, or a folder.")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Training config YAML.")] = None,
+    name: Annotated[Optional[str], typer.Option(help="Job name: <run>/train/<name>/ (default: <base>-dpo).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Output folder instead of <run>/train/<name>/.")] = None,
+    max_triplets: Annotated[Optional[int], typer.Option(help="Triplets sampled, balanced over domains.")] = None,
+    eval_size: Annotated[Optional[float], typer.Option(help="Held-out slice: fraction (<1) or count.")] = None,
+    epochs: Annotated[Optional[float], typer.Option(help="dpo.num_train_epochs.")] = None,
+    max_steps: Annotated[Optional[int], typer.Option(help="dpo.max_steps (overrides epochs).")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="dpo.learning_rate.")] = None,
+    beta: Annotated[Optional[float], typer.Option(help="dpo.beta.")] = None,
+    max_length: Annotated[Optional[int], typer.Option(help="dpo.max_length (tokens of prompt + answer).")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto | cuda | cpu.")] = None,
+    quantization: Annotated[Optional[str], typer.Option(help="auto (4-bit on CUDA) | 4bit | none.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed of sampling, split and training.")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help=(
+        "Any field: dpo.KEY=V (trl.DPOConfig), lora.KEY=V (peft.LoraConfig), quantization_config.KEY=V, "
+        "model_init_kwargs.KEY=V. Repeatable."))] = None,
+    merge: Annotated[bool, typer.Option("--merge", help="Also write the merged model to merged/.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing job of the same name.")] = False,
+    runs_dir: Annotated[Path, typer.Option(help="Where run ids are looked up.")] = Path("runs"),
+) -> None:
+    """DPO-train a LoRA adapter on a run's triplets (the paper's QLoRA recipe on CUDA, LoRA on CPU)."""
+    from coherence.train.config import load_train_config, parse_set
+    from coherence.train.trainer import train as run_training
+
+    logging.basicConfig(level=os.environ.get("COHERENCE_LOG", "WARNING"))
+    try:
+        flags = {"base": base, "name": name, "max_triplets": max_triplets, "eval_size": eval_size, "device": device,
+                 "quantization": quantization, "seed": seed, "merge": merge or None,
+                 "dpo.num_train_epochs": epochs, "dpo.max_steps": max_steps, "dpo.learning_rate": lr,
+                 "dpo.beta": beta, "dpo.max_length": max_length, **parse_set(set_)}
+        cfg = load_train_config(config, flags)
+        result = run_training(source, cfg=cfg, runs_dir=runs_dir, out=out, overwrite=overwrite,
+                              say=lambda s: console.print(s, highlight=False, soft_wrap=True))
+    except CoherenceError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        err.print("interrupted; run the same command again to resume from the last checkpoint")
+        raise typer.Exit(130) from None
+    table = Table(title=f"held-out slice ({result['heldout_triplets']} triplets)")
+    for col in ("", "loss", "reward accuracy", "reward margin"):
+        table.add_column(col, justify="left" if not col else "right")
+    for label, m in (("start", result["heldout_start"]), (f"end (step {result['steps']})", result["heldout_end"])):
+        m = m or {}
+        table.add_row(label, *(f"{m[k]:.3f}" if isinstance(m.get(k), float) else "-"
+                               for k in ("loss", "rewards/accuracies", "rewards/margins")))
+    console.print(table)
+    console.print(f"{result['steps']} steps in {result['wall_seconds_this_invocation']} s; adapter: "
+                  f"{result['adapter']}\nmetrics:  {result['job']}/metrics.json, metrics.png\n"
+                  f"card:     {result['job']}/README.md" + (f"\nmerged:   {result['merged']}" if result["merged"] else ""))
+
+
+@app.command()
+def generate(
+    model: Annotated[str, typer.Option(help="BASE, BASE+ADAPTER, or a runs/<id>/train/<name> folder.")],
+    prompts: Annotated[str, typer.Option(help=(
+        "JSONL with a 'prompt' per line, pack:NAME (its eval split), or a train job folder (its held-out slice)."))],
+    out: Annotated[Optional[Path], typer.Option(help="Write the answers as JSONL here.")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="First N prompts only.")] = None,
+    max_new_tokens: Annotated[int, typer.Option(help="Longest answer.")] = 128,
+    batch_size: Annotated[int, typer.Option(help="Prompts per batch.")] = 8,
+) -> None:
+    """Answer prompts with the base and the tuned model side by side."""
+    import json
+
+    from coherence.train.generate import generate as run_generate, load_prompts
+
+    try:
+        rows = run_generate(model, prompts=load_prompts(prompts, limit=limit), max_new_tokens=max_new_tokens,
+                            batch_size=batch_size)
+    except CoherenceError as exc:
+        _fail(exc)
+    for row in rows:
+        console.rule(f"{row['id']} {row.get('domain', '')}")
+        for key in ("prompt", "base", "tuned"):
+            if key in row:
+                console.print(f"[bold]{key}:[/] ", end="")
+                console.print(row[key], highlight=False, soft_wrap=True, markup=False)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+        console.print(f"{len(rows)} answers -> {out}")
+
+
 def main() -> None:  # pragma: no cover
     app()

