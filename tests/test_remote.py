@@ -66,14 +66,17 @@ def remote_roles(url: str, filter_models=("judge-a", "judge-b", "judge-c")) -> d
     }
 
 
-def test_every_role_remote_with_faults(tmp_path):
+@pytest.mark.parametrize("via_litellm", [False, True], ids=["openai_compat", "litellm"])
+def test_every_role_remote_with_faults(tmp_path, monkeypatch, via_litellm):
+    # openai/... with an api_base takes the lean OpenAI-compatible client; the same run through LiteLLM
+    monkeypatch.setenv("COHERENCE_OPENAI_VIA_LITELLM", "1" if via_litellm else "0")
     handler, seen = make_handler()
     with FakeOpenAI(handler) as server:
         summary, run_dir = run_pipeline(tmp_path, remote_roles(server.url))
     store = Store(run_dir / "run.db")
     assert summary["status"] == "finished"
     assert summary["funnel"]["accepted"] == 2
-    assert summary["all_invocations"]["errors"] == {"429": 1, "InternalServerError": 1}
+    assert summary["all_invocations"]["errors"] == {"429": 1, "InternalServerError" if via_litellm else "500": 1}
     assert 429 in server.statuses and 500 in server.statuses
     roles = {r["role"] for r in store._rows("SELECT DISTINCT role FROM calls")}
     assert roles == {"slot_filler", "attacker", "target", "generator", "query_judge", "response_judge",

@@ -129,17 +129,25 @@ class Budget:
                 self.on_spend(self.spent())
 
 
+class Limits:
+    """A concurrency bound and rpm/tpm pacing: one per model, or shared by a ``limit_group``."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.sem = asyncio.Semaphore(spec.max_concurrency)
+        self.rate = _RateLimiter(spec.rpm)
+        self.tokens = _RateLimiter(spec.tpm)
+
+
 class Model:
     """A provider wrapped with the run's cache, a concurrency bound, a rate limit and retries."""
 
     def __init__(self, spec: ModelSpec, api: ChatAPI, store: Store, stats: CallStats,
-                 budget: Budget | None = None) -> None:
+                 budget: Budget | None = None, limits: Limits | None = None) -> None:
         self.spec, self.api, self.store, self.stats = spec, api, store, stats
         self.budget = budget or Budget(None, 0.0)
         self.name = spec.model
-        self._sem = asyncio.Semaphore(spec.max_concurrency)
-        self._rate = _RateLimiter(spec.rpm)
-        self._tokens = _RateLimiter(spec.tpm)
+        limits = limits or Limits(spec)
+        self._sem, self._rate, self._tokens = limits.sem, limits.rate, limits.tokens
         self.in_flight = 0
 
     def _estimate(self, messages: list[Message], params: dict[str, Any]) -> tuple[float, float]:
