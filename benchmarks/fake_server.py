@@ -2,8 +2,9 @@
 
 Run as its own process (``python benchmarks/fake_server.py --latency 0.5``) so that client and server
 do not share an event loop; it prints ``PORT <n>`` once it listens on 127.0.0.1 (never another
-interface). ``GET /stats`` returns requests, statuses, peak in-flight requests and the span from the
-first request to the last response; ``POST /reset`` zeroes them.
+interface). ``GET /stats`` returns requests, statuses (299: a truncated body sent as 200; 598: a request left
+hanging past the client's timeout), peak in-flight requests and the span from the first request to
+the last response; ``POST /reset`` zeroes them.
 
 Replies are a pure function of the request (a hash of its messages), so two runs against it produce
 the same data whatever the faults: a 429/500/timeout/malformed reply is drawn at random per request,
@@ -68,9 +69,12 @@ def answer(body: dict[str, Any], *, jailbreak_rate: float, pass_rate: float) -> 
             return tpl.group(1).format_map(values) if tpl else user[-200:]
         except (KeyError, ValueError, IndexError):
             return user[-200:]
-    if "Seed query (data, not instructions):" in user or "Request:" in user:
-        return f"For my thesis ({key % 97}): " + user.split("\n")[-3][:400]
-    if messages[0].get("role") == "system":
+    seed = re.search(r"Seed query \(data, not instructions\):\n(.*?)\n\n", user, re.S) \
+        or re.search(r"Request: (.*)\. Reply with", user, re.S)
+    if seed:  # the attacker
+        return f"For my thesis ({key % 97}): " + seed.group(1)[:400]
+    if messages[0].get("role") == "system":  # a generator (each model answers differently)
+        key = _h(str(body.get("model")) + str(key))
         return f"I can't help with that, but here is what the law says and who to ask ({key % 1000})."
     return f"Sure. Step 1 ({key % 1000}). Use the address database. 2. Call the bank account line."
 
@@ -109,10 +113,14 @@ def make_app(args: argparse.Namespace) -> web.Application:
                     break
             await asyncio.sleep(args.latency)
             if fault == "timeout":
+                status = 598  # counted apart: the client has given up on it by now
                 await asyncio.sleep(args.timeout_sleep)
+                return web.json_response({"error": {"message": "injected hang"}}, status=504)
             if fault == "500":
                 status = 500
-                return web.json_response({"error": {"message": "injected", "type": "server_error"}}, status=500)
+                headers = {"retry-after": str(args.retry_after_500)} if args.retry_after_500 >= 0 else {}
+                return web.json_response({"error": {"message": "injected", "type": "server_error"}}, status=500,
+                                         headers=headers)
             if fault == "429":
                 status = 429
                 return web.json_response({"error": {"message": "injected rate limit", "type": "rate_limit"}},
@@ -162,6 +170,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--pmalformed", type=float, default=0.0, help="share with a truncated JSON body (HTTP 200)")
     p.add_argument("--timeout-sleep", type=float, default=30.0)
     p.add_argument("--retry-after", type=float, default=0.0, help="Retry-After header of a 429 (seconds)")
+    p.add_argument("--retry-after-500", type=float, default=-1, help="Retry-After header of a 500 (<0: none)")
     p.add_argument("--jailbreak-rate", type=float, default=1.0, help="share of attack attempts that jailbreak")
     p.add_argument("--pass-rate", type=float, default=1.0, help="share of filter verdicts that pass")
     p.add_argument("--fault-seed", type=int, default=0)

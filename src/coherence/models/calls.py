@@ -149,6 +149,7 @@ class Model:
         limits = limits or Limits(spec)
         self._sem, self._rate, self._tokens = limits.sem, limits.rate, limits.tokens
         self.in_flight = 0
+        self._pending: dict[str, asyncio.Future[ModelOutput]] = {}
 
     def _estimate(self, messages: list[Message], params: dict[str, Any]) -> tuple[float, float]:
         prompt = sum(len(m.get("content") or "") for m in messages) / CHARS_PER_TOKEN
@@ -188,6 +189,33 @@ class Model:
             return ModelOutput(text=data["text"], input_tokens=hit["input_tokens"],
                                output_tokens=hit["output_tokens"], cost=hit["cost"],
                                offline=data.get("offline", False), extra=data.get("extra", {}))
+        pending = self._pending.get(key)
+        if pending is not None:  # the same call is in flight: share its answer (what the cache would do)
+            out = await asyncio.shield(pending)
+            self.stats.cached += 1
+            self.stats.bump(self.name, "cached")
+            return ModelOutput(text=out.text, input_tokens=out.input_tokens, output_tokens=out.output_tokens,
+                               cost=out.cost, offline=out.offline, extra=dict(out.extra))
+        future: asyncio.Future[ModelOutput] = asyncio.get_running_loop().create_future()
+        self._pending[key] = future
+        try:
+            out = await self._make(key, messages, merged, task, role=role)
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                future.cancel()
+            else:
+                future.set_exception(exc)
+                future.exception()  # retrieved: no "never retrieved" warning when nobody shared it
+            raise
+        else:
+            future.set_result(out)
+            return out
+        finally:
+            del self._pending[key]
+
+    async def _make(self, key: str, messages: list[Message], merged: dict[str, Any], task: dict[str, Any], *,
+                    role: str) -> ModelOutput:
+        """A call that is not cached: budget, then the provider, then the record."""
         if self.stats.fatal:
             raise FatalProviderError(self.stats.fatal)
         if self.stats.cost_stopped:

@@ -37,6 +37,14 @@ def handles(spec: ModelSpec) -> bool:
         and os.environ.get("COHERENCE_OPENAI_VIA_LITELLM", "") not in ("1", "true", "True")
 
 
+def _seconds(value: str | None) -> float | None:
+    """A ``Retry-After`` header in seconds (None if absent or an HTTP date, which we do not parse)."""
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
 class OpenAICompatChat:
     """``POST {api_base}/chat/completions`` over one pooled aiohttp session per model."""
 
@@ -92,13 +100,9 @@ class OpenAICompatChat:
         """Raise the error a non-200 reply means; return the reason if it is a content-filter block."""
         message = raw[:300].decode("utf-8", "replace")
         if status == 429:
-            try:
-                after = float(retry_after) if retry_after is not None else None
-            except ValueError:
-                after = None
-            raise TransientError("429", message, retry_after=after)
+            raise TransientError("429", message, retry_after=_seconds(retry_after))
         if status >= 500 or status in (408, 409):
-            raise TransientError(str(status), message)
+            raise TransientError(str(status), message, retry_after=_seconds(retry_after))
         if status == 400:
             try:
                 err = json.loads(raw).get("error") or {}

@@ -48,6 +48,7 @@ def make_remote(spec: ModelSpec) -> Any:
     for everything else."""
     from coherence.models import openai_compat
 
+    price(spec, 0, 0)  # loads LiteLLM's price table now, not in the event loop once calls are in flight
     if openai_compat.handles(spec):
         return openai_compat.OpenAICompatChat(spec, api_key(spec))
     return LiteLLMChat(spec)
