@@ -7,7 +7,9 @@ Every role is a scripted ``mock:`` model in this process by default (the fake HT
 latency is the bottleneck on a small machine: with ``--http`` every role is ``openai/...`` on
 ``benchmarks/fake_server.py``). Replies come from the fake server's ``answer()``: the target complies
 on 30% of attempts, query judges pass, filter judges pass 80%. Quotas are set high so that every seed
-goes through. The whole pipeline runs (stage A with near-duplicate removal, waves, the store, the
+goes through. The pack is ko-KR with numbered variants of every slot value (the real pack has 13,764
+distinct fills; near-duplicate removal is set to 0.99 so that the variants count as seeds). The whole
+pipeline runs (stage A with near-duplicate removal, waves, the store, the
 export of triplets.jsonl and the Hugging Face dataset); peak RSS is the process's maximum resident set.
 """
 
@@ -49,20 +51,41 @@ def mock_reply(messages: list[dict[str, str]], task: dict[str, Any], *, jailbrea
     return answer(body, jailbreak_rate=jailbreak_rate, pass_rate=pass_rate)
 
 
-def config(seeds: int, runs_dir: Path, url: str | None) -> dict[str, Any]:
+def synthetic_pack(dst: Path, seeds: int) -> Path:
+    """The ko-KR pack with numbered variants of every slot value, so that its templates have enough
+    distinct fills (the real pack has 13,764). Returns the pack folder."""
+    import shutil
+
+    import yaml
+
+    from coherence.packs.loader import resolve_pack_path
+
+    folder = dst / "ko-KR"
+    shutil.copytree(resolve_pack_path("ko-KR"), folder)
+    path = folder / "templates.yaml"
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    variants = max(1, -(-seeds // 5_000))
+    data["slots"] = {k: [f"{v} {i}" if i else v for v in vals for i in range(variants)]
+                     for k, vals in data["slots"].items()}
+    path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return folder
+
+
+def config(seeds: int, runs_dir: Path, url: str | None, pack: Path) -> dict[str, Any]:
     def spec(name: str) -> dict[str, Any]:
         if url:
             return {"model": f"openai/{name}", "api_base": url, "max_concurrency": 64}
         return {"model": f"mock:size-{name}", "max_concurrency": 64}
 
     return {
-        "pack": "ko-KR", "runs_dir": str(runs_dir), "roles.target": spec("target"), "roles.attacker": spec("attacker"),
+        "pack": str(pack), "runs_dir": str(runs_dir), "roles.target": spec("target"), "roles.attacker": spec("attacker"),
         "roles.slot_filler": spec("filler"), "roles.generators": [spec("gen-1"), spec("gen-2"), spec("gen-3")],
         "roles.query_judge": spec("judge-q"), "roles.response_judge": spec("judge-r"),
         "roles.filter_judges": [spec("judge-a"), spec("judge-b"), spec("judge-c")],
-        "pipeline.seeds_per_template": -(-seeds * 3 // 109 // 2), "pipeline.max_seeds": seeds,
+        "pipeline.seeds_per_template": -(-seeds * 3 // 109), "pipeline.max_seeds": seeds,
         "pipeline.target_count": 10 * seeds, "pipeline.domain_patience": None, "pipeline.max_minutes": None,
         "pipeline.max_attempts": 3,
+        "pipeline.near_duplicate_threshold": 0.99,  # numbered variants are near-duplicates by design
     }
 
 
@@ -83,7 +106,8 @@ def main() -> None:
     server = Server(latency=0.0, jailbreak_rate=args.jailbreak_rate, pass_rate=0.8) if args.http else None
     with tempfile.TemporaryDirectory() as tmp:
         runs = args.keep or Path(tmp)
-        cfg = load_config(None, config(args.seeds, runs, server.url if server else None))
+        pack = synthetic_pack(Path(tmp), args.seeds)
+        cfg = load_config(None, config(args.seeds, runs, server.url if server else None, pack))
         run_dir, cfg = prepare_run(cfg, run_id=f"size-{args.seeds}")
         t = time.time()
         summary = asyncio.run(run_async(cfg, run_dir))

@@ -28,8 +28,10 @@ from coherence.store import Store
 
 log = logging.getLogger(__name__)
 
-CHARS_PER_TOKEN = 3.0
-"""Prompt-size estimate used before a call (budget, tpm); the recorded figures are the provider's."""
+BYTES_PER_TOKEN = 3.0
+"""Prompt-size estimate used before a call (budget, tpm): UTF-8 bytes / 3, on the safe side for both
+English (~4 characters a token) and Korean (3 bytes a syllable, about one token each); the recorded
+figures are the provider's."""
 DEFAULT_COMPLETION_TOKENS = 512
 """Completion length assumed for the budget and tpm when a role sets no ``max_tokens``."""
 
@@ -89,7 +91,7 @@ class _RateLimiter:
 class Budget:
     """The run's cost limit (all invocations together), shared by every model of the run.
 
-    Before a call its price is estimated from the prompt (~3 characters a token) and the role's
+    Before a call its price is estimated from the prompt (UTF-8 bytes / 3) and the role's
     ``max_tokens`` and reserved; the call is refused if what was spent, plus what calls in flight
     reserved, plus it would exceed the limit. Calls of models with no known price are let through
     (and named once in the log): the limit cannot bound them.
@@ -152,7 +154,7 @@ class Model:
         self._pending: dict[str, asyncio.Future[ModelOutput]] = {}
 
     def _estimate(self, messages: list[Message], params: dict[str, Any]) -> tuple[float, float]:
-        prompt = sum(len(m.get("content") or "") for m in messages) / CHARS_PER_TOKEN
+        prompt = sum(len((m.get("content") or "").encode()) for m in messages) / BYTES_PER_TOKEN
         completion = float(params.get("max_tokens") or DEFAULT_COMPLETION_TOKENS)
         return prompt, completion
 

@@ -8,11 +8,12 @@ import itertools
 import json
 import math
 import random
+from collections.abc import Iterable
 from typing import Any
 
 from coherence.judges.text import norm
 from coherence.packs.fill import draw_fills
-from coherence.pipeline.context import RunContext, gather
+from coherence.pipeline.context import RunContext, gather_bounded
 
 
 def seed_id(template_id: str, fill: dict[str, str]) -> str:
@@ -41,12 +42,18 @@ async def run_seed_stage(ctx: RunContext) -> None:
         ctx.advance("seed", 1)
         return out.text.strip()
 
-    texts = await gather(*(fill_one(t, f) for t, f in jobs))
+    # at most a few times the filler's concurrency in flight: 100,000 pending tasks would cost ~0.5 GB
+    texts = await gather_bounded([lambda t=t, f=f: fill_one(t, f) for t, f in jobs],
+                                 limit=4 * filler.spec.max_concurrency + 64)
+    by_sub: dict[str, list[str]] = {}
+    for (template, _), text in zip(jobs, texts):
+        by_sub.setdefault(template.subcategory, []).append(text)
+    kept = {sub: NearDuplicates(cfg.near_duplicate_threshold, corpus=t) for sub, t in by_sub.items()}
+    del by_sub
     rows: list[dict[str, Any]] = []
-    kept: dict[str, NearDuplicates] = {}
     for order, ((template, fill), text) in enumerate(zip(jobs, texts)):
         status, reason = "active", ""
-        index = kept.setdefault(template.subcategory, NearDuplicates(cfg.near_duplicate_threshold))
+        index = kept[template.subcategory]
         if not text:
             status, reason = "empty", "slot filler returned nothing"
         else:
@@ -78,14 +85,19 @@ class NearDuplicates:
 
     Same answers as comparing with every kept text in turn (:func:`ngram_overlap`), but with prefix
     filtering: two gram sets with Jaccard >= t share a gram among the first ``|A| - ceil(t|A|) + 1``
-    grams of each (in one global order), so only texts sharing such a gram are compared. Stage A
-    over 100,000 seeds is then near-linear instead of quadratic.
+    grams of each (in one global order), so only texts sharing such a gram are compared. The order is
+    rarest first over ``corpus`` (every text that will be searched), so that prefixes are made of rare
+    grams and few texts are compared. Stage A over 100,000 seeds is then near-linear, not quadratic.
     """
 
-    def __init__(self, threshold: float, n: int = 3) -> None:
+    def __init__(self, threshold: float, n: int = 3, *, corpus: Iterable[str] = ()) -> None:
         self.threshold, self.n = threshold, n
         self.kept: list[frozenset[str]] = []
         self.index: dict[str, list[int]] = {}
+        self.freq: dict[str, int] = {}
+        for text in corpus:
+            for g in self._grams(text):
+                self.freq[g] = self.freq.get(g, 0) + 1
 
     def _grams(self, text: str) -> frozenset[str]:
         s = norm(text)
@@ -93,7 +105,7 @@ class NearDuplicates:
 
     def _prefix(self, grams: frozenset[str]) -> list[str]:
         overlap = math.ceil(self.threshold * len(grams) - 1e-9)  # the least overlap a match can have
-        return sorted(grams)[:len(grams) - overlap + 1]
+        return sorted(grams, key=lambda g: (self.freq.get(g, 0), g))[:len(grams) - overlap + 1]
 
     def first_match(self, text: str) -> float | None:
         """Similarity with the first kept text at or above the threshold, or None."""
