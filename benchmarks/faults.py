@@ -1,6 +1,6 @@
 """Faults: a server that fails often, a run SIGKILLed three times and resumed, compared with a clean run.
 
-    python benchmarks/faults.py                    # ko-KR, 300 seeds, concurrency 32
+    python benchmarks/faults.py                    # ko-KR, 600 seeds, concurrency 32 (~4 min)
     python benchmarks/faults.py --seeds 1000 --kills 3
 
 The fake server (``benchmarks/fake_server.py``, its own process) answers 10% of requests with HTTP 500,
@@ -158,7 +158,7 @@ def fault_run(*, pack: str = "ko-KR", seeds_per_template: int = 3, max_seeds: in
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--pack", default="ko-KR")
-    p.add_argument("--seeds", type=int, default=300)
+    p.add_argument("--seeds", type=int, default=600)
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--latency", type=float, default=0.02)
     p.add_argument("--kills", type=int, default=3)
