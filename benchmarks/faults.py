@@ -38,6 +38,7 @@ from coherence.config import load_config
 from coherence.pipeline.runner import prepare_run, run_async
 overrides = json.loads(sys.argv[2])
 cfg = load_config(None, overrides)
+cfg.pipeline.max_minutes = cfg.pipeline.domain_patience = None  # (None overrides are skipped)
 run_dir, cfg = prepare_run(cfg, run_id=sys.argv[1])
 summary = asyncio.run(run_async(cfg, run_dir))
 print("STATUS", summary["status"])

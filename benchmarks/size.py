@@ -108,6 +108,7 @@ def main() -> None:
         runs = args.keep or Path(tmp)
         pack = synthetic_pack(Path(tmp), args.seeds)
         cfg = load_config(None, config(args.seeds, runs, server.url if server else None, pack))
+        cfg.pipeline.max_minutes = cfg.pipeline.domain_patience = None  # (None overrides are skipped)
         run_dir, cfg = prepare_run(cfg, run_id=f"size-{args.seeds}")
         t = time.time()
         summary = asyncio.run(run_async(cfg, run_dir))

@@ -67,6 +67,7 @@ def run_ours(server: Server, *, seeds: int, concurrency: int, runs_dir: Path) ->
 
     cfg = load_config(None, {**remote_overrides(server.url, seeds=seeds, concurrency=concurrency),
                              "runs_dir": str(runs_dir)})
+    cfg.pipeline.max_minutes = cfg.pipeline.domain_patience = None  # (None overrides are skipped)
     run_dir, cfg = prepare_run(cfg, run_id=f"bench-{time.time_ns()}")
     server.reset()
     t = time.time()

@@ -92,7 +92,7 @@ class NearDuplicates:
 
     def __init__(self, threshold: float, n: int = 3, *, corpus: Iterable[str] = ()) -> None:
         self.threshold, self.n = threshold, n
-        self.kept: list[frozenset[str]] = []
+        self.kept: list[str] = []  # texts, not gram sets: 100,000 gram sets would take ~0.5 GB
         self.index: dict[str, list[int]] = {}
         self.freq: dict[str, int] = {}
         for text in corpus:
@@ -114,7 +114,7 @@ class NearDuplicates:
             return None
         candidates = sorted({i for g in self._prefix(grams) for i in self.index.get(g, ())})
         for i in candidates:
-            other = self.kept[i]
+            other = self._grams(self.kept[i])
             sim = len(grams & other) / len(grams | other)
             if sim >= self.threshold:
                 return sim
@@ -122,7 +122,7 @@ class NearDuplicates:
 
     def add(self, text: str) -> None:
         grams = self._grams(text)
-        self.kept.append(grams)
+        self.kept.append(text)
         for g in self._prefix(grams):
             self.index.setdefault(g, []).append(len(self.kept) - 1)
 
