@@ -110,8 +110,15 @@ def main() -> None:
         cfg = load_config(None, config(args.seeds, runs, server.url if server else None, pack))
         cfg.pipeline.max_minutes = cfg.pipeline.domain_patience = None  # (None overrides are skipped)
         run_dir, cfg = prepare_run(cfg, run_id=f"size-{args.seeds}")
+        marks: dict[str, float] = {}
+
+        def advance(stage: str, n: int) -> None:  # peak RSS after stage A, and before the export
+            if stage != "seed" and "stage_a" not in marks:
+                marks["stage_a"] = peak_rss_mb()
+            marks["before_export"] = peak_rss_mb()
+
         t = time.time()
-        summary = asyncio.run(run_async(cfg, run_dir))
+        summary = asyncio.run(run_async(cfg, run_dir, advance=advance))
         wall = time.time() - t
         f = summary["funnel"]
         inv = summary["this_invocation"]
@@ -122,7 +129,8 @@ def main() -> None:
     print(f"{f['seeds']:,} seeds ({f['attacked']:,} attacked, {f['attempts']:,} attempts, {f['accepted']:,} accepted) "
           f"in {wall:.0f} s: {f['seeds'] / wall:.0f} seeds/s, {inv['model_calls_made'] / wall:.0f} calls/s "
           f"({inv['model_calls_made']:,} calls, {'fake HTTP server' if server else 'in-process mock:'}); "
-          f"run.db {size:.0f} MiB; peak RSS {peak_rss_mb():.0f} MB")
+          f"run.db {size:.0f} MiB; peak RSS {peak_rss_mb():.0f} MB (after stage A {marks.get('stage_a', 0):.0f} MB, "
+          f"before the export {marks.get('before_export', 0):.0f} MB)")
 
 
 if __name__ == "__main__":

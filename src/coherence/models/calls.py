@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import heapq
+import itertools
 import json
 import logging
 import random
@@ -131,11 +133,42 @@ class Budget:
                 self.on_spend(self.spent())
 
 
+class _Slots:
+    """A concurrency bound whose waiters are served first come, first served, except that a retry
+    goes ahead of first attempts: a call that already waited out a 429 or 5xx does not queue twice."""
+
+    def __init__(self, n: int) -> None:
+        self.free = n
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+
+    async def acquire(self, *, retry: bool = False) -> None:
+        if self.free > 0 and not self._waiters:
+            self.free -= 1
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (0 if retry else 1, next(self._order), future))
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self.release()  # the slot was handed over just as we were cancelled: pass it on
+            raise
+
+    def release(self) -> None:
+        while self._waiters:
+            _, _, future = heapq.heappop(self._waiters)
+            if not future.done():
+                future.set_result(None)  # the slot goes straight to the next waiter
+                return
+        self.free += 1
+
+
 class Limits:
     """A concurrency bound and rpm/tpm pacing: one per model, or shared by a ``limit_group``."""
 
     def __init__(self, spec: ModelSpec) -> None:
-        self.sem = asyncio.Semaphore(spec.max_concurrency)
+        self.sem = _Slots(spec.max_concurrency)
         self.rate = _RateLimiter(spec.rpm)
         self.tokens = _RateLimiter(spec.tpm)
 
@@ -258,7 +291,8 @@ class Model:
             await self._rate.wait()
             await self._tokens.wait(tokens)
             backoff = None
-            async with self._sem:
+            await self._sem.acquire(retry=attempt > 1)
+            try:
                 if self.stats.fatal:
                     raise FatalProviderError(self.stats.fatal)
                 started = time.monotonic()
@@ -295,4 +329,6 @@ class Model:
                                      f"with --resume once this is fixed)") from exc
                 finally:
                     self.in_flight -= 1
+            finally:
+                self._sem.release()
             await asyncio.sleep(backoff * (0.8 + 0.4 * random.random()))
