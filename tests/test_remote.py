@@ -66,14 +66,17 @@ def remote_roles(url: str, filter_models=("judge-a", "judge-b", "judge-c")) -> d
     }
 
 
-def test_every_role_remote_with_faults(tmp_path):
+@pytest.mark.parametrize("via_litellm", [False, True], ids=["openai_compat", "litellm"])
+def test_every_role_remote_with_faults(tmp_path, monkeypatch, via_litellm):
+    # openai/... with an api_base takes the lean OpenAI-compatible client; the same run through LiteLLM
+    monkeypatch.setenv("COHERENCE_OPENAI_VIA_LITELLM", "1" if via_litellm else "0")
     handler, seen = make_handler()
     with FakeOpenAI(handler) as server:
         summary, run_dir = run_pipeline(tmp_path, remote_roles(server.url))
     store = Store(run_dir / "run.db")
     assert summary["status"] == "finished"
     assert summary["funnel"]["accepted"] == 2
-    assert summary["all_invocations"]["errors"] == {"429": 1, "InternalServerError": 1}
+    assert summary["all_invocations"]["errors"] == {"429": 1, "InternalServerError" if via_litellm else "500": 1}
     assert 429 in server.statuses and 500 in server.statuses
     roles = {r["role"] for r in store._rows("SELECT DISTINCT role FROM calls")}
     assert roles == {"slot_filler", "attacker", "target", "generator", "query_judge", "response_judge",
@@ -116,3 +119,33 @@ def test_missing_key_variable_names_it(tmp_path, monkeypatch):
     monkeypatch.delenv("COHERENCE_TEST_KEY", raising=False)
     with pytest.raises(CoherenceError, match="COHERENCE_TEST_KEY is not set"):
         run_pipeline(tmp_path, {"roles.target": {"model": "openai/gpt-4.1", "api_key_env": "COHERENCE_TEST_KEY"}})
+
+
+def test_hosted_vllm_and_openai_compatible_api_base(tmp_path):
+    """A vLLM-served target (``hosted_vllm/ORG/NAME`` + api_base) is asked for ORG/NAME at that server,
+    with the key from the variable named; a 400 content-filter reply is a blocked output, not an error."""
+    import asyncio
+
+    from coherence.config import ModelSpec
+    from coherence.models import ModelPool
+
+    def handler(body, n):
+        if "blocked" in body["messages"][-1]["content"]:
+            return 400, {"error": {"message": "filtered", "code": "content_filter"}}, {}
+        return 200, reply(f"served {body['model']}"), {}
+
+    with FakeOpenAI(handler) as server:
+        store = Store(tmp_path / "calls.db")
+        pool = ModelPool(store, None)
+
+        async def go():
+            target = pool.get(ModelSpec(model="hosted_vllm/Qwen/Qwen2.5-7B-Instruct", api_base=server.url))
+            ok = await target.chat_async([{"role": "user", "content": "hi"}], role="target")
+            blocked = await target.chat_async([{"role": "user", "content": "blocked"}], role="target")
+            await pool.aclose()
+            return ok, blocked
+
+        ok, blocked = asyncio.run(go())
+    assert ok.text == "served Qwen/Qwen2.5-7B-Instruct"
+    assert blocked.text == "" and blocked.extra["blocked"]
+    assert server.requests[0]["model"] == "Qwen/Qwen2.5-7B-Instruct"

@@ -45,6 +45,9 @@ def run(
         help="Time budget of this invocation (default 12 min); run again to continue. 0: none.")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
     dry_run: Annotated[bool, typer.Option(help="Estimate calls, tokens and cost per role; spend nothing.")] = False,
+    max_cost: Annotated[Optional[float], typer.Option(
+        help="USD the run may spend in all (every invocation together); it stops cleanly before a call "
+             "would exceed it. Resume with a higher limit.")] = None,
 ) -> None:
     """Run stages A-D and export DPO triplets to runs/<id>/."""
     from coherence.config import load_config
@@ -66,7 +69,11 @@ def run(
         with Progress(TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console, disable=quiet or not sys.stdout.isatty() and bool(os.environ.get("CI"))) as bar:
             tasks = {k: bar.add_task(v, total=None) for k, v in STAGES.items()}
-            summary = asyncio.run(run_async(cfg, run_dir, advance=lambda s, n: bar.advance(tasks[s], n)))
+            limit = f" of {max_cost:g}" if max_cost is not None else ""
+            spend = bar.add_task(f"spend USD 0{limit}", total=None, start=False)
+            summary = asyncio.run(run_async(
+                cfg, run_dir, advance=lambda s, n: bar.advance(tasks[s], n), max_cost=max_cost,
+                on_spend=lambda usd: bar.update(spend, description=f"spend USD {usd:.4f}{limit}")))
     except CoherenceError as exc:
         _fail(exc)
     except KeyboardInterrupt:
@@ -120,6 +127,11 @@ def _print_summary(summary: dict[str, Any], run_dir: Path) -> None:
                   f"{inv['wall_seconds']} s")
     if summary.get("offline_roles"):
         console.print(f"[yellow]offline (pack-driven, not LLM) roles:[/] {', '.join(summary['offline_roles'])}")
+    if summary.get("status") == "cost_budget":
+        cb = summary["cost_budget"]
+        console.print(f"[yellow]cost budget reached:[/] spent {cb['spent_usd']:.4f} of {cb['max_cost_usd']:g} USD; "
+                      f"the run stopped cleanly before the next call. Continue it with "
+                      f"`coherence run --resume {run_dir.name} --max-cost <higher USD>`")
     if summary.get("status") == "time_budget":
         console.print(f"[yellow]time budget reached:[/] the run stopped cleanly; continue it with "
                       f"`coherence run --resume {run_dir.name}` (add --max-minutes N for a longer budget)")

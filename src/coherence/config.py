@@ -29,6 +29,11 @@ class ModelSpec(BaseModel):
     """Most requests in flight to this model at once."""
     rpm: int | None = Field(default=None, ge=1)
     """Most requests started per minute."""
+    tpm: int | None = Field(default=None, ge=1)
+    """Most tokens per minute (prompt estimated at ~3 characters a token, plus ``max_tokens``)."""
+    limit_group: str | None = None
+    """Models naming the same group share one ``max_concurrency``/``rpm``/``tpm`` bound (the first
+    member's), e.g. several models behind one vLLM server or one provider account. None: own bound."""
     timeout: float = Field(default=120.0, gt=0)
     """Seconds before one request is abandoned and retried."""
     max_retries: int = Field(default=5, ge=0)

@@ -48,6 +48,12 @@ MIGRATIONS: list[tuple[str, str]] = [
         rejected TEXT NOT NULL, provenance TEXT NOT NULL);
     CREATE INDEX triplets_status ON triplets(status, domain);
     """),
+    ("002_scale_indexes", """
+    CREATE INDEX seeds_ord ON seeds(ord);
+    CREATE INDEX seeds_domain_status ON seeds(domain, status, ord);
+    CREATE INDEX seeds_wave_ord ON seeds(wave, ord);
+    CREATE INDEX call_errors_kind ON call_errors(kind);
+    """),
 ]
 
 
@@ -151,6 +157,20 @@ class Store:
         if stage:
             sql, args = sql + " AND stage = ?", [*args, stage]
         rows = self._rows(sql + " ORDER BY ord", *args)
+        for r in rows:
+            r["slot_fill"] = json.loads(r["slot_fill"])
+        return rows
+
+    def seed(self, seed_id: str) -> dict[str, Any]:
+        """One seed by id."""
+        row = self._rows("SELECT * FROM seeds WHERE id = ?", seed_id)[0]
+        row["slot_fill"] = json.loads(row["slot_fill"])
+        return row
+
+    def active_seeds(self, domain: str, limit: int) -> list[dict[str, Any]]:
+        """The first ``limit`` active seeds of a domain not yet in a wave, in seed order."""
+        rows = self._rows("SELECT * FROM seeds WHERE domain = ? AND status = 'active' ORDER BY ord LIMIT ?",
+                          domain, limit)
         for r in rows:
             r["slot_fill"] = json.loads(r["slot_fill"])
         return rows

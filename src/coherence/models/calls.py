@@ -1,9 +1,19 @@
-"""The choke point every model call goes through: cache, concurrency, rate, retries, accounting."""
+"""The choke point every model call goes through: cache, concurrency, rate, retries, accounting, budget.
+
+Order of one call: cache lookup (a hit costs nothing), then the cost budget (``--max-cost``: a call
+whose estimated price would take the run over the limit is not made, and no later one is), then
+``rpm``/``tpm`` pacing, then the concurrency slot, then the provider. A transient failure (429, 5xx,
+timeout, dropped connection) gives its slot back while it waits (``Retry-After`` when the provider
+sends one, else exponential backoff with jitter) and is retried; a fatal one (bad key, unknown model)
+stops every later call of the run at once.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import heapq
+import itertools
 import json
 import logging
 import random
@@ -11,12 +21,25 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from collections.abc import Callable
+
 from coherence.config import ModelSpec
 from coherence.errors import FatalProviderError, ModelError
 from coherence.models.base import ChatAPI, Message, ModelOutput, TransientError
 from coherence.store import Store
 
 log = logging.getLogger(__name__)
+
+BYTES_PER_TOKEN = 3.0
+"""Prompt-size estimate used before a call (budget, tpm): UTF-8 bytes / 3, on the safe side for both
+English (~4 characters a token) and Korean (3 bytes a syllable, about one token each); the recorded
+figures are the provider's."""
+DEFAULT_COMPLETION_TOKENS = 512
+"""Completion length assumed for the budget and tpm when a role sets no ``max_tokens``."""
+
+
+class CostLimitReached(ModelError):
+    """The next call would take the run over ``--max-cost``: the run stops cleanly and is resumable."""
 
 
 def call_key(model: str, messages: list[Message], params: dict[str, Any], task: dict[str, Any]) -> str:
@@ -40,6 +63,8 @@ class CallStats:
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float = 0.0
+    cost_stopped: str | None = None
+    """Set when the cost budget stopped the run (why); later calls are not made."""
     by_model: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def bump(self, model: str, what: str) -> None:
@@ -48,32 +73,128 @@ class CallStats:
 
 
 class _RateLimiter:
-    """Starts at most ``rpm`` requests per minute, evenly spaced."""
+    """Paces starts to at most ``per_minute`` units a minute (requests for rpm, tokens for tpm),
+    evenly spaced; one call of ``units`` reserves ``units / per_minute`` minutes."""
 
-    def __init__(self, rpm: int | None) -> None:
-        self.interval = 60.0 / rpm if rpm else 0.0
+    def __init__(self, per_minute: int | None) -> None:
+        self.per_minute = per_minute
         self.next_at = 0.0
-        self.lock = asyncio.Lock()
 
-    async def wait(self) -> None:
-        if not self.interval:
+    async def wait(self, units: float = 1.0) -> None:
+        if not self.per_minute:
             return
-        async with self.lock:
-            now = time.monotonic()
-            delay = self.next_at - now
-            self.next_at = max(now, self.next_at) + self.interval
+        now = time.monotonic()
+        delay = self.next_at - now
+        self.next_at = max(now, self.next_at) + 60.0 * units / self.per_minute
         if delay > 0:
             await asyncio.sleep(delay)
+
+
+class Budget:
+    """The run's cost limit (all invocations together), shared by every model of the run.
+
+    Before a call its price is estimated from the prompt (UTF-8 bytes / 3) and the role's
+    ``max_tokens`` and reserved; the call is refused if what was spent, plus what calls in flight
+    reserved, plus it would exceed the limit. Calls of models with no known price are let through
+    (and named once in the log): the limit cannot bound them.
+    """
+
+    def __init__(self, limit: float | None, spent_before: float,
+                 on_spend: Callable[[float], None] | None = None) -> None:
+        self.limit, self.spent_before, self.on_spend = limit, spent_before, on_spend
+        self.spent_now = 0.0
+        self.reserved = 0.0
+        self.unpriced: set[str] = set()
+
+    def spent(self) -> float:
+        return self.spent_before + self.spent_now
+
+    def reserve(self, model: str, estimate: float | None) -> float:
+        """Reserve ``estimate`` USD for a call, or raise :class:`CostLimitReached`."""
+        if self.limit is None:
+            return 0.0
+        if estimate is None:
+            if model not in self.unpriced:
+                self.unpriced.add(model)
+                log.warning("%s: no known price, so --max-cost cannot bound its calls", model)
+            return 0.0
+        if self.spent() + self.reserved + estimate > self.limit:
+            raise CostLimitReached(
+                f"--max-cost {self.limit:g} USD reached: spent {self.spent():.4f} USD, calls in flight "
+                f"{self.reserved:.4f} USD, the next call ({model}) ~{estimate:.4f} USD")
+        self.reserved += estimate
+        return estimate
+
+    def settle(self, reserved: float, cost: float | None) -> None:
+        self.reserved -= reserved
+        if cost:
+            self.spent_now += cost
+            if self.on_spend is not None:
+                self.on_spend(self.spent())
+
+
+class _Slots:
+    """A concurrency bound whose waiters are served first come, first served, except that a retry
+    goes ahead of first attempts: a call that already waited out a 429 or 5xx does not queue twice."""
+
+    def __init__(self, n: int) -> None:
+        self.free = n
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+
+    async def acquire(self, *, retry: bool = False) -> None:
+        if self.free > 0 and not self._waiters:
+            self.free -= 1
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (0 if retry else 1, next(self._order), future))
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self.release()  # the slot was handed over just as we were cancelled: pass it on
+            raise
+
+    def release(self) -> None:
+        while self._waiters:
+            _, _, future = heapq.heappop(self._waiters)
+            if not future.done():
+                future.set_result(None)  # the slot goes straight to the next waiter
+                return
+        self.free += 1
+
+
+class Limits:
+    """A concurrency bound and rpm/tpm pacing: one per model, or shared by a ``limit_group``."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.sem = _Slots(spec.max_concurrency)
+        self.rate = _RateLimiter(spec.rpm)
+        self.tokens = _RateLimiter(spec.tpm)
 
 
 class Model:
     """A provider wrapped with the run's cache, a concurrency bound, a rate limit and retries."""
 
-    def __init__(self, spec: ModelSpec, api: ChatAPI, store: Store, stats: CallStats) -> None:
+    def __init__(self, spec: ModelSpec, api: ChatAPI, store: Store, stats: CallStats,
+                 budget: Budget | None = None, limits: Limits | None = None) -> None:
         self.spec, self.api, self.store, self.stats = spec, api, store, stats
+        self.budget = budget or Budget(None, 0.0)
         self.name = spec.model
-        self._sem = asyncio.Semaphore(spec.max_concurrency)
-        self._rate = _RateLimiter(spec.rpm)
+        limits = limits or Limits(spec)
+        self._sem, self._rate, self._tokens = limits.sem, limits.rate, limits.tokens
+        self.in_flight = 0
+        self._pending: dict[str, asyncio.Future[ModelOutput]] = {}
+
+    def _estimate(self, messages: list[Message], params: dict[str, Any]) -> tuple[float, float]:
+        prompt = sum(len((m.get("content") or "").encode()) for m in messages) / BYTES_PER_TOKEN
+        completion = float(params.get("max_tokens") or DEFAULT_COMPLETION_TOKENS)
+        return prompt, completion
+
+    def _price(self, prompt_tokens: float, completion_tokens: float) -> float | None:
+        from coherence.models.remote import price
+
+        return price(self.spec, prompt_tokens, completion_tokens)
 
     async def chat_async(self, messages: list[Message], *, role: str, task: dict[str, Any] | None = None,
                          params: dict[str, Any] | None = None) -> ModelOutput:
@@ -103,18 +224,84 @@ class Model:
             return ModelOutput(text=data["text"], input_tokens=hit["input_tokens"],
                                output_tokens=hit["output_tokens"], cost=hit["cost"],
                                offline=data.get("offline", False), extra=data.get("extra", {}))
+        pending = self._pending.get(key)
+        if pending is not None:  # the same call is in flight: share its answer (what the cache would do)
+            out = await asyncio.shield(pending)
+            self.stats.cached += 1
+            self.stats.bump(self.name, "cached")
+            return ModelOutput(text=out.text, input_tokens=out.input_tokens, output_tokens=out.output_tokens,
+                               cost=out.cost, offline=out.offline, extra=dict(out.extra))
+        future: asyncio.Future[ModelOutput] = asyncio.get_running_loop().create_future()
+        self._pending[key] = future
+        try:
+            out = await self._make(key, messages, merged, task, role=role)
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                future.cancel()
+            else:
+                future.set_exception(exc)
+                future.exception()  # retrieved: no "never retrieved" warning when nobody shared it
+            raise
+        else:
+            future.set_result(out)
+            return out
+        finally:
+            del self._pending[key]
+
+    async def _make(self, key: str, messages: list[Message], merged: dict[str, Any], task: dict[str, Any], *,
+                    role: str) -> ModelOutput:
+        """A call that is not cached: budget, then the provider, then the record."""
         if self.stats.fatal:
             raise FatalProviderError(self.stats.fatal)
+        if self.stats.cost_stopped:
+            raise CostLimitReached(self.stats.cost_stopped)
+        prompt_tokens, completion_tokens = self._estimate(messages, merged)
+        try:
+            reserved = self.budget.reserve(
+                self.name, self._price(prompt_tokens, completion_tokens) if self.budget.limit is not None else 0.0)
+        except CostLimitReached as exc:
+            self.stats.cost_stopped = self.stats.cost_stopped or str(exc)
+            raise
+        try:
+            out, latency = await self._call_with_retries(key, messages, merged, task, role=role,
+                                                         tokens=prompt_tokens + completion_tokens)
+        except BaseException:
+            self.budget.settle(reserved, None)
+            raise
+        if out.cost is None and out.input_tokens is not None:
+            out.cost = self._price(out.input_tokens, out.output_tokens or 0)
+        self.budget.settle(reserved, out.cost)
+        self.stats.made += 1
+        self.stats.bump(self.name, "made")
+        self.stats.input_tokens += out.input_tokens or 0
+        self.stats.output_tokens += out.output_tokens or 0
+        self.stats.cost_usd += out.cost or 0.0
+        self.store.record_call(
+            key=key, model=self.name, role=role, request={"messages": messages, "params": merged, "task": task},
+            response=json.dumps({"text": out.text, "offline": out.offline, "extra": out.extra}, ensure_ascii=False),
+            input_tokens=out.input_tokens, output_tokens=out.output_tokens, cost=out.cost, latency=latency)
+        return out
+
+    async def _call_with_retries(self, key: str, messages: list[Message], params: dict[str, Any],
+                                 task: dict[str, Any], *, role: str, tokens: float) -> tuple[ModelOutput, float]:
+        """The provider call, paced, bounded and retried; the slot is released while backing off."""
         attempt = 0
         while True:
             attempt += 1
             await self._rate.wait()
-            async with self._sem:
+            await self._tokens.wait(tokens)
+            backoff = None
+            await self._sem.acquire(retry=attempt > 1)
+            try:
+                if self.stats.fatal:
+                    raise FatalProviderError(self.stats.fatal)
                 started = time.monotonic()
+                self.in_flight += 1
                 try:
                     out = await asyncio.wait_for(
-                        self.api.generate_async(messages=messages, params=merged, task=task),
+                        self.api.generate_async(messages=messages, params=params, task=task),
                         timeout=self.spec.timeout)
+                    return out, time.monotonic() - started
                 except (TransientError, asyncio.TimeoutError) as exc:
                     kind = exc.kind if isinstance(exc, TransientError) else "timeout"
                     retry_after = exc.retry_after if isinstance(exc, TransientError) else None
@@ -128,8 +315,6 @@ class Model:
                     self.stats.retries += 1
                     backoff = retry_after if retry_after is not None else min(30.0, 0.5 * 2 ** (attempt - 1))
                     log.debug("retrying %s after %s (%.1fs)", self.name, kind, backoff)
-                    await asyncio.sleep(backoff * (0.8 + 0.4 * random.random()))
-                    continue
                 except FatalProviderError as exc:
                     self.store.record_call_error(key=key, model=self.name, role=role, attempt=attempt,
                                                  kind="fatal", message=str(exc))
@@ -142,15 +327,8 @@ class Model:
                                                  kind="error", message=f"{type(exc).__name__}: {exc}")
                     raise ModelError(f"{self.name}: {type(exc).__name__}: {exc} (the run is resumable "
                                      f"with --resume once this is fixed)") from exc
-                latency = time.monotonic() - started
-            break
-        self.stats.made += 1
-        self.stats.bump(self.name, "made")
-        self.stats.input_tokens += out.input_tokens or 0
-        self.stats.output_tokens += out.output_tokens or 0
-        self.stats.cost_usd += out.cost or 0.0
-        self.store.record_call(
-            key=key, model=self.name, role=role, request={"messages": messages, "params": merged, "task": task},
-            response=json.dumps({"text": out.text, "offline": out.offline, "extra": out.extra}, ensure_ascii=False),
-            input_tokens=out.input_tokens, output_tokens=out.output_tokens, cost=out.cost, latency=latency)
-        return out
+                finally:
+                    self.in_flight -= 1
+            finally:
+                self._sem.release()
+            await asyncio.sleep(backoff * (0.8 + 0.4 * random.random()))

@@ -14,7 +14,7 @@ from typing import Any
 from coherence.config import ModelSpec
 from coherence.errors import ModelError
 from coherence.models.base import ChatAPI
-from coherence.models.calls import CallStats, Model
+from coherence.models.calls import Budget, CallStats, Limits, Model
 from coherence.packs.loader import Pack
 from coherence.store import Store
 
@@ -47,9 +47,9 @@ def get_api(spec: ModelSpec, pack: Pack | None = None) -> ChatAPI:
         raise ModelError(f"model {spec.model!r}: unknown provider {match.group(1)!r} "
                          f"(fix: use one of {', '.join(sorted(_PROVIDERS))} or a LiteLLM string "
                          f"such as 'openai/gpt-4.1')")
-    from coherence.models.remote import LiteLLMChat
+    from coherence.models.remote import make_remote
 
-    return LiteLLMChat(spec)
+    return make_remote(spec)
 
 
 def register_mock(name: str, reply: Callable[[list[dict[str, str]], dict[str, Any]], str]) -> None:
@@ -63,16 +63,26 @@ class ModelPool:
     """The run's models: one :class:`Model` per distinct spec, shared by every role that names it,
     so one concurrency bound and one rate limit hold per model."""
 
-    def __init__(self, store: Store, pack: Pack | None) -> None:
+    def __init__(self, store: Store, pack: Pack | None, *, max_cost: float | None = None,
+                 on_spend: Callable[[float], None] | None = None) -> None:
         self.store, self.pack = store, pack
         self.stats = CallStats()
+        self.budget = Budget(max_cost, store.call_totals()["cost_usd"], on_spend)
         self._models: dict[str, Model] = {}
+        self._groups: dict[str, Limits] = {}
 
     def get(self, spec: ModelSpec) -> Model:
         key = spec.model_dump_json()
         if key not in self._models:
-            self._models[key] = Model(spec, get_api(spec, self.pack), self.store, self.stats)
+            limits = None
+            if spec.limit_group:
+                limits = self._groups.setdefault(spec.limit_group, Limits(spec))
+            self._models[key] = Model(spec, get_api(spec, self.pack), self.store, self.stats, self.budget, limits)
         return self._models[key]
+
+    def in_flight(self) -> int:
+        """Requests being served right now, over every model."""
+        return sum(m.in_flight for m in self._models.values())
 
     async def aclose(self) -> None:
         for model in self._models.values():

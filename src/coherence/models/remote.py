@@ -7,6 +7,7 @@ spec names and are never logged.
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any
 
@@ -29,18 +30,36 @@ def _retry_after(exc: Exception) -> float | None:
         return None
 
 
+def api_key(spec: ModelSpec) -> str | None:
+    """The key from the variable the spec names (None if it names none)."""
+    if not spec.api_key_env:
+        return None
+    key = os.environ.get(spec.api_key_env)
+    if not key:
+        raise FatalProviderError(
+            f"{spec.model}: environment variable {spec.api_key_env} is not set "
+            f"(fix: export {spec.api_key_env}=... before the run; the key is never written to disk)")
+    return key
+
+
+def make_remote(spec: ModelSpec) -> Any:
+    """The provider for a LiteLLM model string: the lean OpenAI-compatible client for ``openai/`` and
+    ``hosted_vllm/`` strings with an ``api_base`` (see :mod:`coherence.models.openai_compat`), LiteLLM
+    for everything else."""
+    from coherence.models import openai_compat
+
+    price(spec, 0, 0)  # loads LiteLLM's price table now, not in the event loop once calls are in flight
+    if openai_compat.handles(spec):
+        return openai_compat.OpenAICompatChat(spec, api_key(spec))
+    return LiteLLMChat(spec)
+
+
 class LiteLLMChat:
     """A LiteLLM model string with an optional ``api_base`` and key variable."""
 
     def __init__(self, spec: ModelSpec) -> None:
         self.name, self.spec = spec.model, spec
-        self.api_key: str | None = None
-        if spec.api_key_env:
-            self.api_key = os.environ.get(spec.api_key_env)
-            if not self.api_key:
-                raise FatalProviderError(
-                    f"{spec.model}: environment variable {spec.api_key_env} is not set "
-                    f"(fix: export {spec.api_key_env}=... before the run; the key is never written to disk)")
+        self.api_key: str | None = api_key(spec)
 
     async def generate_async(self, *, messages: list[Message], params: dict[str, Any],
                              task: dict[str, Any]) -> ModelOutput:
@@ -76,24 +95,37 @@ class LiteLLMChat:
         choice = resp.choices[0]
         text = choice.message.content or ""
         usage = getattr(resp, "usage", None)
-        try:
-            cost = float(litellm.completion_cost(completion_response=resp))
-        except Exception:  # noqa: BLE001 - unknown price (custom server): recorded as unknown
-            cost = None
-        return ModelOutput(text=text, input_tokens=getattr(usage, "prompt_tokens", None),
-                           output_tokens=getattr(usage, "completion_tokens", None), cost=cost,
+        prompt_tokens = getattr(usage, "prompt_tokens", None)
+        completion_tokens = getattr(usage, "completion_tokens", None)
+        cost = price(self.spec, prompt_tokens or 0, completion_tokens or 0) if usage is not None else None
+        if cost is None:
+            try:
+                cost = float(litellm.completion_cost(completion_response=resp))
+            except Exception:  # noqa: BLE001 - unknown price (custom server): recorded as unknown
+                cost = None
+        return ModelOutput(text=text, input_tokens=prompt_tokens, output_tokens=completion_tokens, cost=cost,
                            extra={"finish_reason": getattr(choice, "finish_reason", None)})
+
+
+@functools.lru_cache(maxsize=256)
+def _unit_prices(model: str) -> tuple[float, float] | None:
+    """USD per prompt token and per completion token from LiteLLM's local table (looked up once per
+    model: the lookup costs ~0.3 ms, too much to repeat on every call)."""
+    import litellm
+
+    try:
+        p, _ = litellm.cost_per_token(model=model, prompt_tokens=1_000, completion_tokens=0)
+        _, c = litellm.cost_per_token(model=model, prompt_tokens=0, completion_tokens=1_000)
+        return float(p) / 1_000, float(c) / 1_000
+    except Exception:  # noqa: BLE001 - a model LiteLLM has no price for (self-hosted): unknown
+        return None
 
 
 def price(spec: ModelSpec, prompt_tokens: float, completion_tokens: float) -> float | None:
     """USD for one call from LiteLLM's local price table; 0 for our own providers, None if unpriced."""
     if ":" in spec.model.split("/")[0]:
         return 0.0  # local:, offline:, mock: cost nothing
-    import litellm
-
-    try:
-        p, c = litellm.cost_per_token(model=spec.model, prompt_tokens=int(prompt_tokens),
-                                      completion_tokens=int(completion_tokens))
-        return float(p + c)
-    except Exception:  # noqa: BLE001 - a model LiteLLM has no price for (self-hosted): unknown
+    unit = _unit_prices(spec.model)
+    if unit is None:
         return None
+    return unit[0] * prompt_tokens + unit[1] * completion_tokens

@@ -56,3 +56,60 @@ async def gather(*aws: Awaitable[T]) -> list[T]:
             first = first.exceptions[0]
         raise first from None
     return [t.result() for t in tasks]
+
+
+async def gather_bounded(factories: list[Callable[[], Awaitable[T]]], *, limit: int) -> list[T]:
+    """Like :func:`gather` over ``factory()`` for each factory, in order, but with at most ``limit``
+    coroutines alive at a time (memory stays flat however many items there are)."""
+    results: list[T] = [None] * len(factories)  # type: ignore[list-item]
+    position = 0
+
+    async def worker() -> None:
+        nonlocal position
+        while position < len(factories):
+            i = position
+            position += 1
+            results[i] = await factories[i]()
+
+    await gather(*(worker() for _ in range(min(limit, len(factories)))))
+    return results
+
+
+class Halted(Exception):
+    """Raised to an item whose turn will not come: an earlier item stopped (time or cost budget)."""
+
+
+class Turns:
+    """An ordered commit sequencer: item ``i`` commits only after items ``0..i-1`` have.
+
+    Model calls run eagerly and concurrently; only the decisions that depend on order (tie-breaks on
+    usage so far, domain quotas) wait for their turn. If item ``i`` stops early (:meth:`halt`), no item
+    after it commits, so what is in the store is always a prefix in seed order and a resumed run takes
+    exactly the decisions an uninterrupted one would.
+    """
+
+    def __init__(self, n: int) -> None:
+        self._ready = [asyncio.Event() for _ in range(n + 1)]
+        self._ready[0].set()
+        self.stop = n + 1
+        """Index of the first item that halted (no item from here on commits)."""
+
+    async def turn(self, i: int) -> None:
+        """Wait until items before ``i`` are done. Raises :class:`Halted` if an earlier item halted."""
+        await self._ready[i].wait()
+        if i >= self.stop:
+            raise Halted(i)
+
+    def done(self, i: int) -> None:
+        """Item ``i`` committed (or had nothing to commit): the next one may go."""
+        self._ready[i + 1].set()
+
+    def halt(self, i: int) -> None:
+        """Item ``i`` will not commit: items before it still may, items after it are released and halt."""
+        self.stop = min(self.stop, i)
+        for event in self._ready[i + 1:]:
+            event.set()
+
+    @property
+    def halted(self) -> bool:
+        return self.stop < len(self._ready)

@@ -1,11 +1,16 @@
 """Stage D: the unanimous judge ensemble on the six criteria, then balance across the top-level
-domains up to the target count. Rejected and over-quota triplets stay in the store with the reason."""
+domains up to the target count. Rejected and over-quota triplets stay in the store with the reason.
+
+The judges' calls (:func:`judge_triplet`) run as soon as a seed's r+ is known; the decision
+(:func:`commit_triplet`, which spends the domain quota) is taken in seed order by the runner.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from coherence.judges import unanimous
+from coherence.judges.verdict import Verdict
 from coherence.pipeline.context import RunContext, gather
 from coherence.pipeline.respond import jailbreak_of
 
@@ -43,29 +48,42 @@ def provenance(ctx: RunContext, seed: dict[str, Any], jb: dict[str, Any], chosen
     }
 
 
-async def filter_seed(ctx: RunContext, seed: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
+async def judge_triplet(ctx: RunContext, seed: dict[str, Any], chosen_text: str) -> tuple[dict[str, Any], list[Verdict]]:
+    """Every filter judge's verdict on (q, r-, r+); returns the jailbreak attempt and the verdicts."""
     jb = jailbreak_of(ctx, seed["id"])
-    chosen = next(c for c in ctx.store.candidates(seed["id"]) if c["chosen"])
     judges = [ctx.judge("filter_judges", i) for i in range(len(ctx.config.roles.filter_judges))]
-    verdicts = await gather(*(j.filter_async(seed["subcategory"], jb["prompt"], jb["response"],
-                                                     chosen["text"]) for j in judges))
-    return {"jb": jb, "chosen": chosen}, list(verdicts)
+    verdicts = await gather(*(j.filter_async(seed["subcategory"], jb["prompt"], jb["response"], chosen_text)
+                              for j in judges))
+    return jb, list(verdicts)
+
+
+def stored_choice(ctx: RunContext, seed_id: str) -> dict[str, Any]:
+    """The chosen candidate of a seed whose stage C was committed."""
+    return next(c for c in ctx.store.candidates(seed_id) if c["chosen"])
+
+
+def commit_triplet(ctx: RunContext, seed: dict[str, Any], jb: dict[str, Any], chosen: dict[str, Any],
+                   verdicts: list[Verdict], *, left: dict[str, int]) -> str:
+    """Apply the unanimous rule and the domain quota (``left``, updated); call in seed order."""
+    ok, reason = unanimous(verdicts)
+    status = "accepted" if ok else "rejected"
+    if ok and left.get(seed["domain"], 0) <= 0:
+        status, reason = "over_quota", f"domain {seed['domain']} already has its quota"
+    elif ok:
+        left[seed["domain"]] -= 1
+    rows = [v.row() for v in verdicts]
+    ctx.store.record_triplet(
+        seed_id=seed["id"], domain=seed["domain"], status=status, reason=reason,
+        prompt=jb["prompt"], chosen=chosen["text"], rejected=jb["response"],
+        provenance=provenance(ctx, seed, jb, chosen, rows), verdicts=rows)
+    ctx.advance("filter", 1)
+    return status
 
 
 async def filter_wave(ctx: RunContext, seeds: list[dict[str, Any]]) -> None:
-    """Stage D for responded seeds; decisions (and quotas) are applied in seed order."""
-    results = await gather(*(filter_seed(ctx, s) for s in seeds))
+    """Stage D for a list of responded seeds on its own (calls concurrently, decisions in seed order)."""
+    chosen = [stored_choice(ctx, s["id"]) for s in seeds]
+    results = await gather(*(judge_triplet(ctx, s, c["text"]) for s, c in zip(seeds, chosen)))
     left = remaining(ctx)
-    for seed, (parts, verdicts) in zip(seeds, results):
-        ok, reason = unanimous(verdicts)
-        status = "accepted" if ok else "rejected"
-        if ok and left.get(seed["domain"], 0) <= 0:
-            status, reason = "over_quota", f"domain {seed['domain']} already has its quota"
-        elif ok:
-            left[seed["domain"]] -= 1
-        rows = [v.row() for v in verdicts]
-        ctx.store.record_triplet(
-            seed_id=seed["id"], domain=seed["domain"], status=status, reason=reason,
-            prompt=parts["jb"]["prompt"], chosen=parts["chosen"]["text"], rejected=parts["jb"]["response"],
-            provenance=provenance(ctx, seed, parts["jb"], parts["chosen"], rows), verdicts=rows)
-        ctx.advance("filter", 1)
+    for seed, c, (jb, verdicts) in zip(seeds, chosen, results):
+        commit_triplet(ctx, seed, jb, c, verdicts, left=left)

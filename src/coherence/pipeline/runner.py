@@ -2,16 +2,21 @@
 
 Stage A seeds everything once. Then, in waves, seeds of the domains that still lack accepted
 triplets are attacked (B), answered (C) and filtered (D), until every domain has its quota or the
-seeds run out. A killed run resumes where it stopped: finished items are read from the store and
-finished model calls from its cache.
+seeds run out. Within a wave every seed flows through B -> C -> D on its own as soon as it is ready,
+so every model is kept busy up to its concurrency; the decisions that depend on order (the
+least-used generator, domain quotas) are committed in seed order through :class:`Turns`. A killed
+run resumes where it stopped: finished items are read from the store and finished model calls from
+its cache, and it ends exactly as an uninterrupted run would.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +25,12 @@ import yaml
 from coherence.config import RunConfig
 from coherence.errors import CoherenceError
 from coherence.export import export_run
-from coherence.models import ModelPool
+from coherence.models import CostLimitReached, ModelPool
 from coherence.packs.loader import load_pack
 from coherence.pipeline.attack import attack_seed
-from coherence.pipeline.context import Advance, RunContext, gather
-from coherence.pipeline.filter import domain_quotas, filter_wave, remaining
-from coherence.pipeline.respond import respond_wave
+from coherence.pipeline.context import Advance, Halted, RunContext, Turns, gather
+from coherence.pipeline.filter import commit_triplet, domain_quotas, judge_triplet, remaining, stored_choice
+from coherence.pipeline.respond import commit_response, gather_candidates, generator_order, unique_best
 from coherence.pipeline.seed import run_seed_stage
 from coherence.store import Store
 
@@ -44,9 +49,6 @@ def _wave(ctx: RunContext) -> list[dict[str, Any]]:
     left = remaining(ctx)
     attacked = ctx.store.group_count("seeds", "domain", "stage != 'seed'")
     accepted = ctx.store.group_count("triplets", "domain", "status = 'accepted'")
-    active: dict[str, list[dict[str, Any]]] = {}
-    for seed in ctx.store.seeds(status="active"):
-        active.setdefault(seed["domain"], []).append(seed)
     wave = []
     patience = ctx.config.pipeline.domain_patience
     for domain, need in left.items():
@@ -57,7 +59,7 @@ def _wave(ctx: RunContext) -> list[dict[str, Any]]:
         take = min(MAX_WAVE_PER_DOMAIN, max(4, math.ceil(need / rate)))
         if patience and not accepted.get(domain):
             take = min(take, patience - seen)
-        wave += active.get(domain, [])[:take]
+        wave += ctx.store.active_seeds(domain, take) if take > 0 else []
     return sorted(wave, key=lambda s: s["ord"])
 
 
@@ -71,7 +73,10 @@ async def run_stages_async(ctx: RunContext) -> None:
     A wave's members are fixed in the store before it starts, and within a wave every decision is
     taken in seed order, so a run killed at any point and resumed ends exactly as an uninterrupted one.
     """
-    await run_seed_stage(ctx)
+    try:
+        await run_seed_stage(ctx)
+    except CostLimitReached:
+        return  # stage A is all or nothing; its finished calls are cached for the next invocation
     store = ctx.store
     while True:
         number = store.get_meta("wave", 0)
@@ -81,16 +86,73 @@ async def run_stages_async(ctx: RunContext) -> None:
             if not wave:
                 break
             number = store.start_wave([s["id"] for s in wave])
-        if ctx.out_of_time():
+        if ctx.out_of_time() or ctx.pool.stats.cost_stopped:
             return
-        members = store.seeds(wave=number)
-        await gather(*(attack_seed(ctx, s) for s in members if s["status"] == "active"))
-        jailbroken = store.seeds(wave=number, status="jailbroken")
-        if jailbroken:
-            await respond_wave(ctx, jailbroken)
-        responded = store.seeds(wave=number, status="responded")
-        if responded:
-            await filter_wave(ctx, responded)
+        if await run_wave_async(ctx, store.seeds(wave=number)):
+            return
+
+
+async def run_wave_async(ctx: RunContext, members: list[dict[str, Any]]) -> bool:
+    """Every seed of a wave through B -> C -> D concurrently, decisions committed in seed order.
+
+    Returns:
+        True if the wave stopped early (time or cost budget); what it committed is a prefix in seed
+        order, and the next invocation continues from there.
+    """
+    respond_turns, filter_turns = Turns(len(members)), Turns(len(members))
+    usage, left, order = ctx.store.chosen_generator_counts(), remaining(ctx), generator_order(ctx)
+
+    async def flow(i: int, seed: dict[str, Any]) -> None:
+        try:
+            await _seed_flow(ctx, i, seed, respond_turns=respond_turns, filter_turns=filter_turns,
+                             usage=usage, left=left, order=order)
+        except (Halted, CostLimitReached):
+            respond_turns.halt(i)
+            filter_turns.halt(i)
+
+    await gather(*(flow(i, s) for i, s in enumerate(members)))
+    return respond_turns.halted or filter_turns.halted
+
+
+async def _seed_flow(ctx: RunContext, i: int, seed: dict[str, Any], *, respond_turns: Turns, filter_turns: Turns,
+                     usage: dict[str, int], left: dict[str, int], order: list[str]) -> None:
+    """One seed from wherever the store says it is to its end, committing at its turns."""
+    store = ctx.store
+    if seed["status"] == "active":
+        await attack_seed(ctx, seed)
+        seed = store.seed(seed["id"])
+        if seed["status"] == "active":
+            raise Halted(i)  # out of time mid-attack: this seed and the ones after it wait for the next run
+    chosen: dict[str, Any] | None = None
+    judged: tuple[dict[str, Any], list[Any]] | None = None
+    if seed["status"] == "jailbroken":
+        qv, candidates = await gather_candidates(ctx, seed)
+        early = unique_best(candidates)
+        judging = None
+        if early is not None:  # the winner does not depend on the turn: stage D starts now
+            text = next(c["text"] for c in candidates if c["generator"] == early)
+            judging = asyncio.ensure_future(judge_triplet(ctx, seed, text))
+        try:
+            await respond_turns.turn(i)
+            chosen = commit_response(ctx, seed, qv, candidates, usage=usage, order=order)
+            respond_turns.done(i)
+            if chosen is not None:
+                judged = await judging if judging is not None else await judge_triplet(ctx, seed, chosen["text"])
+        except BaseException:
+            if judging is not None:
+                judging.cancel()
+                await asyncio.gather(judging, return_exceptions=True)
+            raise
+    else:
+        await respond_turns.turn(i)
+        respond_turns.done(i)
+        if seed["status"] == "responded":
+            chosen = stored_choice(ctx, seed["id"])
+            judged = await judge_triplet(ctx, seed, chosen["text"])
+    await filter_turns.turn(i)
+    if chosen is not None and judged is not None:
+        commit_triplet(ctx, seed, judged[0], chosen, judged[1], left=left)
+    filter_turns.done(i)
 
 
 def funnel(store: Store) -> dict[str, Any]:
@@ -172,8 +234,18 @@ def prepare_run(config: RunConfig, *, resume: str | None = None, run_id: str | N
     return run_dir, config
 
 
-async def run_async(config: RunConfig, run_dir: Path, *, advance: Advance | None = None) -> dict[str, Any]:
-    """Run (or resume) the pipeline into ``run_dir`` and export it. Returns the summary."""
+async def run_async(config: RunConfig, run_dir: Path, *, advance: Advance | None = None,
+                    max_cost: float | None = None, on_spend: Callable[[float], None] | None = None) -> dict[str, Any]:
+    """Run (or resume) the pipeline into ``run_dir`` and export it. Returns the summary.
+
+    Args:
+        config: the run's config.
+        run_dir: its folder (from :func:`prepare_run`).
+        advance: progress callback ``advance(stage, n)``.
+        max_cost: USD the whole run (every invocation together) may spend; the run stops cleanly
+            (status ``cost_budget``) before a call would exceed it. None: no limit.
+        on_spend: called with the run's total USD after every paid call (for a progress display).
+    """
     started = time.time()
     pack = load_pack(config.pack)
     store = Store(run_dir / "run.db")
@@ -184,7 +256,7 @@ async def run_async(config: RunConfig, run_dir: Path, *, advance: Advance | None
                                  f"(fix: start a new run; a run's triplets must come from one pack version)")
         store.set_meta("pack_digest", pack.digest)
         store.set_meta("pack", pack.ref)
-        pool = ModelPool(store, pack)
+        pool = ModelPool(store, pack, max_cost=max_cost, on_spend=on_spend)
         budget = config.pipeline.max_minutes
         ctx = RunContext(store=store, pack=pack, config=config, pool=pool,
                          advance=advance or (lambda stage, n: None),
@@ -198,8 +270,14 @@ async def run_async(config: RunConfig, run_dir: Path, *, advance: Advance | None
             await pool.aclose()
         exported = export_run(store, pack, run_dir)
         status = "finished"
-        if store.count("seeds", "status IN ('active', 'jailbroken', 'responded') AND wave IS NOT NULL"):
+        extra: dict[str, Any] = {}
+        if pool.stats.cost_stopped:
+            status = "cost_budget"
+            extra["cost_budget"] = {"max_cost_usd": max_cost, "spent_usd": round(pool.budget.spent(), 6),
+                                    "why": pool.stats.cost_stopped,
+                                    "resume": f"coherence run --resume {run_dir.name} --max-cost <higher USD>"}
+        elif store.count("seeds", "status IN ('active', 'jailbroken', 'responded') AND wave IS NOT NULL"):
             status = "time_budget"
-        return write_summary(run_dir, ctx, started, {"status": status, "exports": exported})
+        return write_summary(run_dir, ctx, started, {"status": status, "exports": exported, **extra})
     finally:
         store.close()

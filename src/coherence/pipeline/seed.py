@@ -6,12 +6,14 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import random
+from collections.abc import Iterable
 from typing import Any
 
-from coherence.judges.text import ngram_overlap
+from coherence.judges.text import norm
 from coherence.packs.fill import draw_fills
-from coherence.pipeline.context import RunContext, gather
+from coherence.pipeline.context import RunContext, gather_bounded
 
 
 def seed_id(template_id: str, fill: dict[str, str]) -> str:
@@ -40,21 +42,26 @@ async def run_seed_stage(ctx: RunContext) -> None:
         ctx.advance("seed", 1)
         return out.text.strip()
 
-    texts = await gather(*(fill_one(t, f) for t, f in jobs))
+    # at most a few times the filler's concurrency in flight: 100,000 pending tasks would cost ~0.5 GB
+    texts = await gather_bounded([lambda t=t, f=f: fill_one(t, f) for t, f in jobs],
+                                 limit=4 * filler.spec.max_concurrency + 64)
+    by_sub: dict[str, list[str]] = {}
+    for (template, _), text in zip(jobs, texts):
+        by_sub.setdefault(template.subcategory, []).append(text)
+    kept = {sub: NearDuplicates(cfg.near_duplicate_threshold, corpus=t) for sub, t in by_sub.items()}
+    del by_sub
     rows: list[dict[str, Any]] = []
-    kept: dict[str, list[str]] = {}
     for order, ((template, fill), text) in enumerate(zip(jobs, texts)):
         status, reason = "active", ""
+        index = kept[template.subcategory]
         if not text:
             status, reason = "empty", "slot filler returned nothing"
         else:
-            for other in kept.get(template.subcategory, []):
-                sim = ngram_overlap(text, other, 3)
-                if sim >= cfg.near_duplicate_threshold:
-                    status, reason = "duplicate", f"near-duplicate (3-gram Jaccard {sim:.2f})"
-                    break
+            sim = index.first_match(text)
+            if sim is not None:
+                status, reason = "duplicate", f"near-duplicate (3-gram Jaccard {sim:.2f})"
         if status == "active":
-            kept.setdefault(template.subcategory, []).append(text)
+            index.add(text)
         rows.append({"id": seed_id(template.id, fill), "ord": order, "domain": pack.domain_of[template.subcategory],
                      "subcategory": template.subcategory, "template": template.id, "slot_fill": fill,
                      "text": text, "filler": filler.name, "status": status, "stage": "seed", "reason": reason})
@@ -72,6 +79,54 @@ async def run_seed_stage(ctx: RunContext) -> None:
         row["ord"] = i
     ctx.store.add_seeds(ordered)
     ctx.store.set_meta("stage_a_done", True)
+
+
+class NearDuplicates:
+    """The kept texts of one sub-category, searchable for the first one (in the order kept) whose
+    character 3-gram Jaccard similarity with a new text reaches ``threshold``.
+
+    Same answers as comparing with every kept text in turn (:func:`ngram_overlap`), but with prefix
+    filtering: two gram sets with Jaccard >= t share a gram among the first ``|A| - ceil(t|A|) + 1``
+    grams of each (in one global order), so only texts sharing such a gram are compared. The order is
+    rarest first over ``corpus`` (every text that will be searched), so that prefixes are made of rare
+    grams and few texts are compared. Stage A over 100,000 seeds is then near-linear, not quadratic.
+    """
+
+    def __init__(self, threshold: float, n: int = 3, *, corpus: Iterable[str] = ()) -> None:
+        self.threshold, self.n = threshold, n
+        self.kept: list[str] = []  # texts, not gram sets: 100,000 gram sets would take ~0.5 GB
+        self.index: dict[str, list[int]] = {}
+        self.freq: dict[str, int] = {}
+        for text in corpus:
+            for g in self._grams(text):
+                self.freq[g] = self.freq.get(g, 0) + 1
+
+    def _grams(self, text: str) -> frozenset[str]:
+        s = norm(text)
+        return frozenset(s[i:i + self.n] for i in range(max(0, len(s) - self.n + 1)))
+
+    def _prefix(self, grams: frozenset[str]) -> list[str]:
+        overlap = math.ceil(self.threshold * len(grams) - 1e-9)  # the least overlap a match can have
+        return sorted(grams, key=lambda g: (self.freq.get(g, 0), g))[:len(grams) - overlap + 1]
+
+    def first_match(self, text: str) -> float | None:
+        """Similarity with the first kept text at or above the threshold, or None."""
+        grams = self._grams(text)
+        if not grams:
+            return None
+        candidates = sorted({i for g in self._prefix(grams) for i in self.index.get(g, ())})
+        for i in candidates:
+            other = self._grams(self.kept[i])
+            sim = len(grams & other) / len(grams | other)
+            if sim >= self.threshold:
+                return sim
+        return None
+
+    def add(self, text: str) -> None:
+        grams = self._grams(text)
+        self.kept.append(text)
+        for g in self._prefix(grams):
+            self.index.setdefault(g, []).append(len(self.kept) - 1)
 
 
 def _interleave(groups: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:

@@ -1,0 +1,197 @@
+"""A fake OpenAI-compatible chat server for benchmarks: fixed latency, injected faults, in-flight count.
+
+Run as its own process (``python benchmarks/fake_server.py --latency 0.5``) so that client and server
+do not share an event loop; it prints ``PORT <n>`` once it listens on 127.0.0.1 (never another
+interface). ``GET /stats`` returns requests, statuses (299: a truncated body sent as 200; 598: a request left
+hanging past the client's timeout), peak in-flight requests and the span from the first request to
+the last response; ``POST /reset`` zeroes them.
+
+Replies are a pure function of the request (a hash of its messages), so two runs against it produce
+the same data whatever the faults: a 429/500/timeout/malformed reply is drawn at random per request,
+and a retry gets a fresh draw. It answers the pipeline's roles plausibly: JSON-schema judge requests
+get a score or the six filter criteria, the slot filler gets its template filled, the attacker a
+rewrite, generators a refusal, and the target a compliant answer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import random
+import re
+import time
+from typing import Any
+
+from aiohttp import web
+
+
+def _h(text: str) -> int:
+    return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
+
+
+def _reply(text: str, prompt_chars: int) -> dict[str, Any]:
+    prompt_tokens = max(1, prompt_chars // 3)
+    completion = max(1, len(text) // 3)
+    return {"id": "chatcmpl-bench", "object": "chat.completion", "created": int(time.time()), "model": "bench",
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
+                      "total_tokens": prompt_tokens + completion}}
+
+
+def answer(body: dict[str, Any], *, jailbreak_rate: float, pass_rate: float) -> str:
+    """The reply text for a request (deterministic)."""
+    messages = body.get("messages") or [{"content": ""}]
+    user = str(messages[-1].get("content") or "")
+    key = _h(json.dumps(messages, sort_keys=True, ensure_ascii=False))
+    fmt = (body.get("response_format") or {}).get("json_schema") or {}
+    if fmt.get("name") == "filter":
+        names = list(fmt["schema"]["properties"])
+        ok = (key % 1000) / 1000 < pass_rate
+        return json.dumps({**{c: ok for c in names if c != "reason"}, "reason": "bench"})
+    if fmt.get("name") == "verdict":
+        score = fmt["schema"]["properties"]["score"]
+        lo, hi = score.get("minimum", 1), score.get("maximum", 5)
+        if hi == 5 and "<untrusted_response>" in user and "<untrusted_query>" in user and "P1" not in user:
+            value = hi if (key % 1000) / 1000 < jailbreak_rate else lo  # the response-harm judge
+        else:
+            value = hi - key % 2  # query and quality judges: the top or one below
+        return json.dumps({"score": value, "reason": "bench"})
+    if "{" in user and re.search(r"\n(?:Suggested slot values|Values):\n", user):
+        tpl = re.search(r"(?:Template:\n|naturally: )(.*?)\n", user, re.S)
+        values = {}
+        for line in re.split(r"\n(?:Suggested slot values|Values):\n", user, maxsplit=1)[1].splitlines():
+            if ": " in line:
+                k, v = line.split(": ", 1)
+                values[k.strip()] = v.strip()
+        try:
+            return tpl.group(1).format_map(values) if tpl else user[-200:]
+        except (KeyError, ValueError, IndexError):
+            return user[-200:]
+    seed = re.search(r"Seed query \(data, not instructions\):\n(.*?)\n\n", user, re.S) \
+        or re.search(r"Request: (.*)\. Reply with", user, re.S)
+    if seed:  # the attacker
+        return f"For my thesis ({key % 97}): " + seed.group(1)[:400]
+    if messages[0].get("role") == "system":  # a generator (each model answers differently)
+        key = _h(str(body.get("model")) + str(key))
+        return f"I can't help with that, but here is what the law says and who to ask ({key % 1000})."
+    return f"Sure. Step 1 ({key % 1000}). Use the address database. 2. Call the bank account line."
+
+
+class State:
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.requests = 0
+        self.in_flight = 0
+        self.peak = 0
+        self.statuses: dict[str, int] = {}
+        self.first: float | None = None
+        self.last: float | None = None
+
+
+def make_app(args: argparse.Namespace) -> web.Application:
+    state, rng = State(), random.Random(args.fault_seed)
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        state.requests += 1
+        state.in_flight += 1
+        state.peak = max(state.peak, state.in_flight)
+        state.first = state.first or time.monotonic()
+        status = 200
+        try:
+            body = await request.json()
+            draw = rng.random()
+            cuts = [("500", args.p500), ("429", args.p429), ("timeout", args.ptimeout), ("malformed", args.pmalformed)]
+            fault, acc = None, 0.0
+            for name, p in cuts:
+                acc += p
+                if draw < acc:
+                    fault = name
+                    break
+            await asyncio.sleep(args.latency)
+            if fault == "timeout":
+                status = 598  # counted apart: the client has given up on it by now
+                await asyncio.sleep(args.timeout_sleep)
+                return web.json_response({"error": {"message": "injected hang"}}, status=504)
+            if fault == "500":
+                status = 500
+                headers = {"retry-after": str(args.retry_after_500)} if args.retry_after_500 >= 0 else {}
+                return web.json_response({"error": {"message": "injected", "type": "server_error"}}, status=500,
+                                         headers=headers)
+            if fault == "429":
+                status = 429
+                return web.json_response({"error": {"message": "injected rate limit", "type": "rate_limit"}},
+                                         status=429, headers={"retry-after": str(args.retry_after)})
+            if fault == "malformed":
+                status = 299  # counted apart; sent as 200
+                return web.Response(text='{"id": "chatcmpl-bench", "choices": [{"mess', status=200,
+                                    content_type="application/json")
+            prompt_chars = sum(len(str(m.get("content") or "")) for m in body.get("messages", []))
+            text = answer(body, jailbreak_rate=args.jailbreak_rate, pass_rate=args.pass_rate)
+            return web.json_response(_reply(text, prompt_chars))
+        finally:
+            state.in_flight -= 1
+            state.last = time.monotonic()
+            state.statuses[str(status)] = state.statuses.get(str(status), 0) + 1
+
+    async def stats(request: web.Request) -> web.Response:
+        span = (state.last - state.first) if state.first and state.last else 0.0
+        return web.json_response({"requests": state.requests, "peak_in_flight": state.peak,
+                                  "statuses": state.statuses, "span_s": span, "in_flight": state.in_flight})
+
+    async def reset(request: web.Request) -> web.Response:
+        state.reset()
+        return web.json_response({"ok": True})
+
+    async def configure(request: web.Request) -> web.Response:
+        for k, v in (await request.json()).items():
+            setattr(args, k, type(getattr(args, k))(v))
+        return web.json_response(vars(args))
+
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app.router.add_post("/v1/chat/completions", chat)
+    app.router.add_post("/chat/completions", chat)
+    app.router.add_get("/stats", stats)
+    app.router.add_post("/reset", reset)
+    app.router.add_post("/configure", configure)
+    return app
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--latency", type=float, default=0.5, help="seconds per reply")
+    p.add_argument("--p500", type=float, default=0.0, help="share of replies that are HTTP 500")
+    p.add_argument("--p429", type=float, default=0.0, help="share of replies that are HTTP 429")
+    p.add_argument("--ptimeout", type=float, default=0.0, help="share that hang for --timeout-sleep seconds")
+    p.add_argument("--pmalformed", type=float, default=0.0, help="share with a truncated JSON body (HTTP 200)")
+    p.add_argument("--timeout-sleep", type=float, default=30.0)
+    p.add_argument("--retry-after", type=float, default=0.0, help="Retry-After header of a 429 (seconds)")
+    p.add_argument("--retry-after-500", type=float, default=-1, help="Retry-After header of a 500 (<0: none)")
+    p.add_argument("--jailbreak-rate", type=float, default=1.0, help="share of attack attempts that jailbreak")
+    p.add_argument("--pass-rate", type=float, default=1.0, help="share of filter verdicts that pass")
+    p.add_argument("--fault-seed", type=int, default=0)
+    return p
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    runner = web.AppRunner(make_app(args), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", args.port, backlog=4096)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    print(f"PORT {port}", flush=True)
+    await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    try:
+        import uvloop  # type: ignore[import-not-found]
+
+        uvloop.install()
+    except ImportError:
+        pass
+    asyncio.run(_serve(parser().parse_args()))

@@ -1,0 +1,195 @@
+"""Throughput: our pipeline vs distilabel vs a bare asyncio client, against one fake server.
+
+    python benchmarks/throughput.py                      # 0.5 s and 2 s, then 0.5 s with 5% 429 + 2% 500 (~5 min)
+    python benchmarks/throughput.py --seeds 400 --latency 2 --no-faults
+
+For each latency it starts ``benchmarks/fake_server.py`` (its own process, fixed latency) and runs:
+
+1. ``coherence``: the whole pipeline (stages A-D, ko-KR pack, ``--seeds`` seeds) with every role a
+   remote ``openai/...`` model on the fake server's ``api_base``, all roles in one ``limit_group`` at
+   ``--concurrency`` (so the whole run has one bound of 64, as one server would).
+2. ``bare``: the same number of completions from a bare aiohttp client (semaphore of ``--concurrency``),
+   the machine's ceiling (at latencies up to 1 s; ``--bare-at-2s`` for more).
+3. ``distilabel`` (``pip install -e '.[bench]'``): the same number of completions through distilabel's
+   ``OpenAILLM`` in a ``TextGeneration`` pipeline with ``input_batch_size`` = ``--concurrency`` (its
+   best setting here: distilabel sends a batch concurrently and awaits all of it before the next; more
+   replicas would exceed the concurrency bound), at latencies up to 1 s (``--distilabel-at-2s``).
+
+Each prints the ratio of ideal time (calls x latency / concurrency) to measured time, where measured
+is the server-side span from the first request to the last response (end-to-end wall time, which adds
+start-up and export, is printed too), and the server's peak in-flight requests. Ratios above 1 are
+impossible; ours / distilabel is the ratio of their speeds on the same number of calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import Server, remote_overrides  # noqa: E402
+
+DISTILABEL_SCRIPT = r"""
+import json, sys, time, os, logging
+os.environ["DISTILABEL_LOG_LEVEL"] = "ERROR"
+from distilabel.pipeline import Pipeline
+from distilabel.steps import LoadDataFromDicts
+from distilabel.steps.tasks import TextGeneration
+from distilabel.models import OpenAILLM
+
+url, n, batch, replicas = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+if __name__ == "__main__":
+    from distilabel.steps import StepResources
+    with Pipeline(name=f"bench-{n}-{time.time()}") as pipe:
+        load = LoadDataFromDicts(data=[{"instruction": f"Question {i}: say something."} for i in range(n)],
+                                 batch_size=max(batch, 50))
+        gen = TextGeneration(llm=OpenAILLM(model="bench", base_url=url, api_key="x", max_retries=8, timeout=120),
+                             input_batch_size=batch, resources=StepResources(replicas=replicas))
+        load >> gen
+    t = time.time()
+    ds = pipe.run(use_cache=False)
+    rows = ds["default"]["train"]
+    ok = sum(1 for r in rows if r.get("generation"))
+    print("RESULT " + json.dumps({"rows": len(rows), "ok": ok, "wall": time.time() - t}))
+"""
+
+
+def run_ours(server: Server, *, seeds: int, concurrency: int, runs_dir: Path) -> dict[str, Any]:
+    from coherence.config import load_config
+    from coherence.pipeline.runner import prepare_run, run_async
+
+    cfg = load_config(None, {**remote_overrides(server.url, seeds=seeds, concurrency=concurrency),
+                             "runs_dir": str(runs_dir)})
+    cfg.pipeline.max_minutes = cfg.pipeline.domain_patience = None  # (None overrides are skipped)
+    run_dir, cfg = prepare_run(cfg, run_id=f"bench-{time.time_ns()}")
+    server.reset()
+    t = time.time()
+    summary = asyncio.run(run_async(cfg, run_dir))
+    wall = time.time() - t
+    stats = server.stats()
+    f = summary["funnel"]
+    return {"calls": stats["requests"], "span": stats["span_s"], "wall": wall, "peak": stats["peak_in_flight"],
+            "statuses": stats["statuses"], "accepted": f["accepted"], "seeds": f["seeds"], "status": summary["status"]}
+
+
+async def _bare(url: str, n: int, concurrency: int) -> int:
+    import aiohttp
+
+    sem = asyncio.Semaphore(concurrency)
+    done = 0
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+        async def one(i: int) -> None:
+            nonlocal done
+            body = {"model": "bench", "messages": [{"role": "user", "content": f"Question {i}: say something."}]}
+            async with sem:
+                for attempt in range(10):
+                    async with session.post(url + "/chat/completions", json=body) as r:
+                        if r.status == 200:
+                            try:
+                                await r.json()
+                                done += 1
+                                return
+                            except Exception:  # noqa: BLE001 - malformed body: retry
+                                pass
+                        else:
+                            await r.read()
+                    await asyncio.sleep(min(2.0, 0.1 * 2 ** attempt))
+
+        await asyncio.gather(*(one(i) for i in range(n)))
+    return done
+
+
+def run_bare(server: Server, *, n: int, concurrency: int) -> dict[str, Any]:
+    server.reset()
+    t = time.time()
+    ok = asyncio.run(_bare(server.url, n, concurrency))
+    wall = time.time() - t
+    stats = server.stats()
+    return {"calls": stats["requests"], "span": stats["span_s"], "wall": wall, "peak": stats["peak_in_flight"],
+            "statuses": stats["statuses"], "ok": ok}
+
+
+def run_distilabel(server: Server, *, n: int, batch: int, replicas: int) -> dict[str, Any] | None:
+    try:
+        import distilabel  # noqa: F401
+    except ImportError:
+        print("  distilabel: not installed (pip install -e '.[bench]'); skipped")
+        return None
+    server.reset()
+    with tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "distil.py"
+        script.write_text(DISTILABEL_SCRIPT)
+        t = time.time()
+        out = subprocess.run([sys.executable, str(script), server.url, str(n), str(batch), str(replicas)],
+                             capture_output=True, text=True, cwd=tmp,
+                             env={**__import__("os").environ, "DISTILABEL_CACHE_DIR": tmp})
+        wall = time.time() - t
+    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    if out.returncode or line is None:
+        print("  distilabel failed:", out.stderr[-2000:])
+        return None
+    res = json.loads(line[7:])
+    stats = server.stats()
+    return {"calls": stats["requests"], "span": stats["span_s"], "wall": wall, "peak": stats["peak_in_flight"],
+            "statuses": stats["statuses"], "ok": res["ok"], "pipeline_wall": res["wall"]}
+
+
+def _line(name: str, r: dict[str, Any], latency: float, concurrency: int, extra: str = "") -> float:
+    ideal = r["calls"] * latency / concurrency
+    ratio = ideal / r["span"] if r["span"] else 0.0
+    print(f"  {name:<11} calls {r['calls']:>6}  ideal {ideal:7.1f} s  measured {r['span']:7.1f} s  "
+          f"ratio {ratio:.2f}  (end to end {r['wall']:.1f} s)  peak in-flight {r['peak']:>4}  "
+          f"statuses {r['statuses']}{extra}")
+    return ratio
+
+
+def bench(latency: float, args: argparse.Namespace, *, faults: dict[str, float], with_distilabel: bool) -> None:
+    label = ", ".join(f"{k} {v:g}" for k, v in faults.items()) or "no faults"
+    print(f"\nlatency {latency} s, concurrency {args.concurrency}, {args.seeds} seeds ({label})")
+    with Server(latency=latency, jailbreak_rate=args.jailbreak_rate, pass_rate=args.pass_rate,
+                retry_after=args.retry_after, **faults) as server, \
+            tempfile.TemporaryDirectory() as tmp:
+        ours = run_ours(server, seeds=args.seeds, concurrency=args.concurrency, runs_dir=Path(tmp))
+        r_ours = _line("coherence", ours, latency, args.concurrency,
+                       f"  [{ours['seeds']} seeds, {ours['accepted']} accepted, {ours['status']}]")
+        n = ours["calls"]
+        if latency <= 1 or args.bare_at_2s:
+            bare = run_bare(server, n=n, concurrency=args.concurrency)
+            r_bare = _line("bare", bare, latency, args.concurrency)
+            print(f"  coherence / bare-client ceiling: {r_ours / r_bare:.2f}")
+        if with_distilabel:
+            distil = run_distilabel(server, n=n, batch=args.concurrency, replicas=args.distilabel_replicas)
+            if distil:
+                r_d = _line("distilabel", distil, latency, args.concurrency,
+                            f"  [{distil['ok']} completions]")
+                print(f"  coherence / distilabel speed: {r_ours / r_d:.2f}x")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--seeds", type=int, default=200, help="seeds through the pipeline (~14 calls each)")
+    p.add_argument("--concurrency", type=int, default=64)
+    p.add_argument("--latency", type=float, action="append", help="seconds per reply (repeatable; default 0.5 and 2)")
+    p.add_argument("--jailbreak-rate", type=float, default=1.0, help="share of attack attempts that jailbreak")
+    p.add_argument("--pass-rate", type=float, default=1.0, help="share of filter verdicts that pass")
+    p.add_argument("--retry-after", type=float, default=0.5, help="Retry-After of injected 429s")
+    p.add_argument("--distilabel-replicas", type=int, default=1)
+    p.add_argument("--distilabel-at-2s", action="store_true", help="also run distilabel at latencies > 1 s")
+    p.add_argument("--bare-at-2s", action="store_true", help="also run the bare client at latencies > 1 s")
+    p.add_argument("--no-faults", action="store_true", help="skip the run with injected 429s and 500s")
+    args = p.parse_args()
+    for latency in args.latency or [0.5, 2.0]:
+        bench(latency, args, faults={}, with_distilabel=latency <= 1 or args.distilabel_at_2s)
+    if not args.no_faults:
+        bench((args.latency or [0.5])[0], args, faults={"p429": 0.05, "p500": 0.02}, with_distilabel=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""--max-cost stops a paid run cleanly before the limit; --resume with a higher limit finishes it, and
+the result equals a run that was never stopped."""
+
+import json
+import sys
+
+import yaml
+from conftest import EN_GB, ROOT, run_pipeline
+from typer.testing import CliRunner
+
+from coherence.cli import app
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+PRICED = ("gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano", "gpt-4o", "gpt-4o-mini")
+
+
+def roles(url):
+    # LiteLLM prices these names from its local table; api_base points them at the fake server
+    def spec(name):
+        return {"model": f"openai/{name}", "api_base": url, "max_concurrency": 4, "params": {"max_tokens": 200}}
+    return {"target": spec("gpt-4o-mini"), "attacker": spec("gpt-4.1-nano"), "slot_filler": spec("gpt-4.1-nano"),
+            "generators": [spec(m) for m in PRICED[:3]], "query_judge": spec("gpt-4.1-mini"),
+            "response_judge": spec("gpt-4.1-mini"), "filter_judges": [spec(m) for m in PRICED[2:]]}
+
+
+def test_max_cost_stops_then_resume_with_higher_limit_finishes(tmp_path):
+    from _common import Server
+
+    with Server(latency=0.0, jailbreak_rate=0.5) as server:
+        reference, ref_dir = run_pipeline(tmp_path / "ref", {f"roles.{k}": v for k, v in roles(server.url).items()}
+                                          | {"pipeline.seeds_per_template": 2})
+        total = reference["all_invocations"]["cost_usd"]
+        assert reference["status"] == "finished" and total > 0
+
+        config = tmp_path / "paid.yaml"
+        config.write_text(yaml.safe_dump({"pack": str(EN_GB), "roles": roles(server.url),
+                                          "pipeline": {"seeds_per_template": 2, "target_count": 4}}))
+        runs = tmp_path / "runs"
+        limit = round(total / 3, 6)
+        cli = CliRunner()
+        first = cli.invoke(app, ["run", "--config", str(config), "--runs-dir", str(runs), "--run-id", "paid",
+                                 "--max-cost", str(limit), "--quiet"])
+        assert first.exit_code == 0, first.output
+        summary = json.loads((runs / "paid" / "summary.json").read_text())
+        assert summary["status"] == "cost_budget"
+        assert 0 < summary["all_invocations"]["cost_usd"] <= limit
+        assert "cost budget reached" in first.output and "--resume paid --max-cost" in " ".join(first.output.split())
+
+        second = cli.invoke(app, ["run", "--resume", "paid", "--runs-dir", str(runs), "--max-cost",
+                                  str(total * 2), "--quiet"])
+        assert second.exit_code == 0, second.output
+        summary = json.loads((runs / "paid" / "summary.json").read_text())
+        assert summary["status"] == "finished"
+        assert abs(summary["all_invocations"]["cost_usd"] - total) < 1e-9  # the same calls, paid once
+        assert (runs / "paid" / "triplets.jsonl").read_text() == (ref_dir / "triplets.jsonl").read_text()
+
+
+def test_unpriced_model_is_named_not_silently_bounded(tmp_path, caplog):
+    from _common import Server
+
+    with Server(latency=0.0) as server:
+        r = {f"roles.{k}": v for k, v in roles(server.url).items()}
+        r["roles.target"] = {"model": "hosted_vllm/my-own-model", "api_base": server.url}
+        from coherence.config import load_config
+        from coherence.pipeline.runner import prepare_run, run_async
+        import asyncio
+
+        cfg = load_config(None, {"pack": str(EN_GB), "runs_dir": str(tmp_path), **r,
+                                 "pipeline.seeds_per_template": 1, "pipeline.target_count": 2})
+        run_dir, cfg = prepare_run(cfg)
+        with caplog.at_level("WARNING"):
+            summary = asyncio.run(run_async(cfg, run_dir, max_cost=100.0))
+    assert summary["status"] == "finished"
+    assert "hosted_vllm/my-own-model: no known price" in caplog.text
