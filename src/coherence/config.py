@@ -6,12 +6,14 @@ Settings apply in the order: defaults here, then the ``--config`` YAML, then CLI
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from coherence.errors import ConfigError
+
+_M = TypeVar("_M", bound=BaseModel)
 
 
 class ModelSpec(BaseModel):
@@ -145,31 +147,44 @@ class RunConfig(BaseModel):
     """Where ``runs/<id>/`` folders are created."""
 
 
-def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> RunConfig:
-    """Defaults, then the YAML file, then ``overrides`` (dotted keys such as ``pipeline.target_count``)."""
+def load_layered(model: type[_M], path: str | Path | None, overrides: dict[str, Any] | None, *,
+                 missing_fix: str, start: str, section: str | None = None, fields_at: str) -> _M:
+    """Defaults of ``model``, then the YAML file (its ``section`` if it has one), then ``overrides``
+    (dotted keys; None values are skipped). Every failure is a one-line :class:`ConfigError`."""
     data: dict[str, Any] = {}
     if path is not None:
         file = Path(path)
         if not file.is_file():
-            raise ConfigError(f"{file}: no such config file (fix: check the path, or see configs/ for examples)")
+            raise ConfigError(f"{file}: no such config file (fix: {missing_fix})")
         try:
             data = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"{file}: invalid YAML: {exc} (fix: correct the syntax)") from None
         if not isinstance(data, dict):
-            raise ConfigError(f"{file}: expected a mapping at the top level (fix: start with 'roles:')")
+            raise ConfigError(f"{file}: expected a mapping at the top level (fix: start with {start})")
+        if section and isinstance(data.get(section), dict):  # a section of a larger file
+            data = data[section]
     for dotted, value in (overrides or {}).items():
         if value is None:
             continue
         node = data
         *parents, leaf = dotted.split(".")
         for part in parents:
-            node = node.setdefault(part, {})
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"{dotted}: {part} is not a section (fix: give a key inside it)")
+            node = child
         node[leaf] = value
     try:
-        return RunConfig.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
         raise ConfigError(f"{path or '(defaults)'}: {where}: {err['msg']} "
-                          f"(fix: see the RunConfig fields in coherence/config.py)") from None
+                          f"(fix: see the {model.__name__} fields in {fields_at})") from None
+
+
+def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Defaults, then the YAML file, then ``overrides`` (dotted keys such as ``pipeline.target_count``)."""
+    return load_layered(RunConfig, path, overrides, missing_fix="check the path, or see configs/ for examples",
+                        start="'roles:'", fields_at="coherence/config.py")

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from coherence.config import load_layered
 from coherence.errors import ConfigError
 
 #: QLoRA quantisation (paper: 4-bit NF4, bf16 compute). Double quantisation is the QLoRA paper's default.
@@ -172,37 +173,8 @@ def load_train_config(path: str | Path | None, overrides: dict[str, Any] | None 
     Raises:
         ConfigError: The file is missing or malformed, or a field is invalid.
     """
-    data: dict[str, Any] = {}
-    if path is not None:
-        file = Path(path)
-        if not file.is_file():
-            raise ConfigError(f"{file}: no such training config (fix: check the path; see configs/train-*.yaml)")
-        try:
-            data = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{file}: invalid YAML: {exc} (fix: correct the syntax)") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{file}: expected a mapping at the top level (fix: start with 'dpo:' or 'lora:')")
-        if isinstance(data.get("train"), dict):  # allow a `train:` section in a larger file
-            data = data["train"]
-    for dotted, value in (overrides or {}).items():
-        if value is None:
-            continue
-        node = data
-        *parents, leaf = dotted.split(".")
-        for part in parents:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"{dotted}: {part} is not a section (fix: use e.g. dpo.beta=0.2)")
-            node = child
-        node[leaf] = value
-    try:
-        return TrainConfig.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
-        raise ConfigError(f"{path or '(defaults)'}: {where}: {err['msg']} "
-                          f"(fix: see the TrainConfig fields in coherence/train/config.py)") from None
+    return load_layered(TrainConfig, path, overrides, missing_fix="check the path; see configs/train-*.yaml",
+                        start="'dpo:' or 'lora:'", section="train", fields_at="coherence/train/config.py")
 
 
 def parse_set(items: list[str] | None) -> dict[str, Any]:
