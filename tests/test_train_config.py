@@ -12,7 +12,7 @@ pytest.importorskip("trl")
 def test_cuda_resolves_to_the_papers_qlora_recipe():
     import torch
 
-    from coherence.train.config import bnb_config, dpo_config, lora_config
+    from coherence.train.config import bnb_config, lora_config
 
     r = resolve(load_train_config(None, {"base": "local:smollm2"}), cuda=True)
     assert r.device == "cuda" and r.quantized and r.notes == []

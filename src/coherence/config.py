@@ -130,6 +130,10 @@ class PipelineConfig(BaseModel):
     """Wall-clock budget of one invocation: no new attack attempt starts after it; the run stops
     cleanly and ``coherence run`` again (or ``--resume``) continues it. None: no budget. Not part of
     the run id."""
+    open_waves: int = Field(default=2, ge=1)
+    """Waves of seeds in flight at once. With 2, the next wave is chosen as soon as the wave before the
+    current one has committed, and its calls take the slots the current wave's slowest seeds leave
+    free (they have priority). 1: each wave waits for the previous one to finish."""
     random_seed: int = 0
     """Seed of every random choice (slot fills, framings)."""
 

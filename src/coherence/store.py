@@ -169,11 +169,18 @@ class Store:
 
     def active_seeds(self, domain: str, limit: int) -> list[dict[str, Any]]:
         """The first ``limit`` active seeds of a domain not yet in a wave, in seed order."""
-        rows = self._rows("SELECT * FROM seeds WHERE domain = ? AND status = 'active' ORDER BY ord LIMIT ?",
-                          domain, limit)
+        rows = self._rows("SELECT * FROM seeds WHERE domain = ? AND status = 'active' AND wave IS NULL "
+                          "ORDER BY ord LIMIT ?", domain, limit)
         for r in rows:
             r["slot_fill"] = json.loads(r["slot_fill"])
         return rows
+
+    def open_waves(self, statuses: tuple[str, ...]) -> list[int]:
+        """Numbers of the waves with a seed in one of ``statuses`` (work left), ascending."""
+        marks = ",".join("?" * len(statuses))
+        return [r[0] for r in self.db.execute(
+            f"SELECT DISTINCT wave FROM seeds WHERE wave IS NOT NULL AND status IN ({marks}) ORDER BY wave",
+            statuses)]
 
     def start_wave(self, seed_ids: list[str]) -> int:
         """Assign seeds to the next wave, atomically with the wave counter; returns its number."""

@@ -11,6 +11,7 @@ stops every later call of the run at once.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
 import heapq
 import itertools
@@ -133,13 +134,20 @@ class Budget:
                 self.on_spend(self.spent())
 
 
+PRIORITY: contextvars.ContextVar[int] = contextvars.ContextVar("coherence_call_priority", default=0)
+"""Priority of the calls made in the current task: lower goes first when calls wait for a slot. The
+runner sets it to the seed's position, so the earliest seeds finish first (their ordered commits are
+not held up, and the next wave's calls fill the slots the current wave leaves free)."""
+
+
 class _Slots:
-    """A concurrency bound whose waiters are served first come, first served, except that a retry
-    goes ahead of first attempts: a call that already waited out a 429 or 5xx does not queue twice."""
+    """A concurrency bound whose waiters are served by priority (:data:`PRIORITY`), then first come,
+    first served, except that a retry goes ahead of first attempts: a call that already waited out a
+    429 or 5xx does not queue twice."""
 
     def __init__(self, n: int) -> None:
         self.free = n
-        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._waiters: list[tuple[int, int, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
 
     async def acquire(self, *, retry: bool = False) -> None:
@@ -147,7 +155,7 @@ class _Slots:
             self.free -= 1
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._waiters, (0 if retry else 1, next(self._order), future))
+        heapq.heappush(self._waiters, (0 if retry else 1, PRIORITY.get(), next(self._order), future))
         try:
             await future
         except asyncio.CancelledError:
@@ -157,7 +165,7 @@ class _Slots:
 
     def release(self) -> None:
         while self._waiters:
-            _, _, future = heapq.heappop(self._waiters)
+            *_, future = heapq.heappop(self._waiters)
             if not future.done():
                 future.set_result(None)  # the slot goes straight to the next waiter
                 return

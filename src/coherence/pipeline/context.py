@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -51,11 +52,16 @@ async def gather(*aws: Awaitable[T]) -> list[T]:
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(a) for a in aws]  # type: ignore[arg-type]
     except BaseExceptionGroup as eg:
-        first = eg.exceptions[0]
-        while isinstance(first, BaseExceptionGroup):
-            first = first.exceptions[0]
-        raise first from None
+        raise first_error(eg) from None
     return [t.result() for t in tasks]
+
+
+def first_error(group: BaseExceptionGroup) -> BaseException:
+    """The first exception of a task group's failure (the one that cancelled its siblings)."""
+    first: BaseException = group
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    return first
 
 
 async def gather_bounded(factories: list[Callable[[], Awaitable[T]]], *, limit: int) -> list[T]:
@@ -85,18 +91,34 @@ class Turns:
     Model calls run eagerly and concurrently; only the decisions that depend on order (tie-breaks on
     usage so far, domain quotas) wait for their turn. If item ``i`` stops early (:meth:`halt`), no item
     after it commits, so what is in the store is always a prefix in seed order and a resumed run takes
-    exactly the decisions an uninterrupted one would.
+    exactly the decisions an uninterrupted one would. Items can be appended while it runs
+    (:meth:`extend`): the next wave joins the queue behind the current one.
     """
 
-    def __init__(self, n: int) -> None:
-        self._ready = [asyncio.Event() for _ in range(n + 1)]
+    def __init__(self, n: int = 0) -> None:
+        self._ready: dict[int, asyncio.Event] = {0: asyncio.Event()}
+        """Events of the items whose turn has not passed yet (memory stays flat over a long run)."""
         self._ready[0].set()
-        self.stop = n + 1
+        self._size = 0
+        self.stop: float = math.inf
         """Index of the first item that halted (no item from here on commits)."""
+        self.extend(n)
+
+    def __len__(self) -> int:
+        return self._size
+
+    def extend(self, n: int) -> None:
+        """Append ``n`` items (released at once if an earlier item halted)."""
+        for _ in range(n):
+            self._size += 1
+            event = self._ready[self._size] = asyncio.Event()
+            if self.halted:
+                event.set()
 
     async def turn(self, i: int) -> None:
         """Wait until items before ``i`` are done. Raises :class:`Halted` if an earlier item halted."""
         await self._ready[i].wait()
+        del self._ready[i]
         if i >= self.stop:
             raise Halted(i)
 
@@ -107,9 +129,10 @@ class Turns:
     def halt(self, i: int) -> None:
         """Item ``i`` will not commit: items before it still may, items after it are released and halt."""
         self.stop = min(self.stop, i)
-        for event in self._ready[i + 1:]:
-            event.set()
+        for j, event in self._ready.items():
+            if j > i:
+                event.set()
 
     @property
     def halted(self) -> bool:
-        return self.stop < len(self._ready)
+        return self.stop != math.inf

@@ -79,11 +79,3 @@ def commit_triplet(ctx: RunContext, seed: dict[str, Any], jb: dict[str, Any], ch
     ctx.advance("filter", 1)
     return status
 
-
-async def filter_wave(ctx: RunContext, seeds: list[dict[str, Any]]) -> None:
-    """Stage D for a list of responded seeds on its own (calls concurrently, decisions in seed order)."""
-    chosen = [stored_choice(ctx, s["id"]) for s in seeds]
-    results = await gather(*(judge_triplet(ctx, s, c["text"]) for s, c in zip(seeds, chosen)))
-    left = remaining(ctx)
-    for seed, c, (jb, verdicts) in zip(seeds, chosen, results):
-        commit_triplet(ctx, seed, jb, c, verdicts, left=left)

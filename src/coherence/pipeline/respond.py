@@ -96,10 +96,3 @@ def commit_response(ctx: RunContext, seed: dict[str, Any], qv: Verdict, candidat
     ctx.advance("respond", 1)
     return chosen_row
 
-
-async def respond_wave(ctx: RunContext, seeds: list[dict[str, Any]]) -> None:
-    """Stage C for a list of jailbroken seeds on its own (calls concurrently, choices in seed order)."""
-    results = await gather(*(gather_candidates(ctx, s) for s in seeds))
-    order, usage = generator_order(ctx), ctx.store.chosen_generator_counts()
-    for seed, (qv, candidates) in zip(seeds, results):
-        commit_response(ctx, seed, qv, candidates, usage=usage, order=order)

@@ -2,9 +2,10 @@
 
 Stage A seeds everything once. Then, in waves, seeds of the domains that still lack accepted
 triplets are attacked (B), answered (C) and filtered (D), until every domain has its quota or the
-seeds run out. Within a wave every seed flows through B -> C -> D on its own as soon as it is ready,
-so every model is kept busy up to its concurrency; the decisions that depend on order (the
-least-used generator, domain quotas) are committed in seed order through :class:`Turns`. A killed
+seeds run out. Every seed flows through B -> C -> D on its own as soon as it is ready, and the next
+wave starts before the current one has finished (:class:`Waves`), so every model is kept busy up to
+its concurrency; the decisions that depend on order (the least-used generator, domain quotas) are
+committed in seed order through :class:`Turns`. A killed
 run resumes where it stopped: finished items are read from the store and finished model calls from
 its cache, and it ends exactly as an uninterrupted run would.
 """
@@ -26,9 +27,10 @@ from coherence.config import RunConfig
 from coherence.errors import CoherenceError
 from coherence.export import export_run
 from coherence.models import CostLimitReached, ModelPool
+from coherence.models.calls import PRIORITY
 from coherence.packs.loader import load_pack
 from coherence.pipeline.attack import attack_seed
-from coherence.pipeline.context import Advance, Halted, RunContext, Turns, gather
+from coherence.pipeline.context import Advance, Halted, RunContext, Turns, first_error
 from coherence.pipeline.filter import commit_triplet, domain_quotas, judge_triplet, remaining, stored_choice
 from coherence.pipeline.respond import commit_response, gather_candidates, generator_order, unique_best
 from coherence.pipeline.seed import run_seed_stage
@@ -44,78 +46,130 @@ def run_id_for(config: RunConfig, pack_digest: str) -> str:
     return f"{name}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
 
 
-def _wave(ctx: RunContext) -> list[dict[str, Any]]:
-    """Next seeds to attack: per open domain, enough to fill its quota at the yield seen so far."""
-    left = remaining(ctx)
-    attacked = ctx.store.group_count("seeds", "domain", "stage != 'seed'")
-    accepted = ctx.store.group_count("triplets", "domain", "status = 'accepted'")
-    wave = []
-    patience = ctx.config.pipeline.domain_patience
-    for domain, need in left.items():
-        seen = attacked.get(domain, 0)
-        if need <= 0 or (patience and seen >= patience and not accepted.get(domain)):
-            continue
-        rate = max(accepted.get(domain, 0) / seen, 0.1) if seen >= 8 else 0.5
-        take = min(MAX_WAVE_PER_DOMAIN, max(4, math.ceil(need / rate)))
-        if patience and not accepted.get(domain):
-            take = min(take, patience - seen)
-        wave += ctx.store.active_seeds(domain, take) if take > 0 else []
-    return sorted(wave, key=lambda s: s["ord"])
-
-
 OPEN = ("active", "jailbroken", "responded")
 """Seed statuses that still have work to do."""
 
 
-async def run_stages_async(ctx: RunContext) -> None:
-    """Stages A-D, wave by wave, until every domain has its quota or no seed is left.
+def _wave(ctx: RunContext, closed: int) -> list[dict[str, Any]]:
+    """Next seeds to attack: per open domain, enough to fill its quota at the yield seen so far,
+    counting the seeds of the waves still open (after wave ``closed``) as yielding at that rate too.
 
-    A wave's members are fixed in the store before it starts, and within a wave every decision is
-    taken in seed order, so a run killed at any point and resumed ends exactly as an uninterrupted one.
+    Reads only what is fixed when wave ``closed`` has committed its last seed (accepted triplets, wave
+    membership), never how far the open waves have got, so a resumed run chooses the same seeds.
     """
+    store = ctx.store
+    left = remaining(ctx)
+    seen = store.group_count("seeds", "domain", "wave <= ?", closed)
+    in_flight = store.group_count("seeds", "domain", "wave > ?", closed)
+    accepted = store.group_count("triplets", "domain", "status = 'accepted'")
+    wave = []
+    patience = ctx.config.pipeline.domain_patience
+    for domain, need in left.items():
+        done, going = seen.get(domain, 0), in_flight.get(domain, 0)
+        if need <= 0 or (patience and done >= patience and not accepted.get(domain)):
+            continue
+        rate = max(accepted.get(domain, 0) / done, 0.1) if done >= 8 else 0.5
+        need -= going * rate
+        if need <= 0:
+            continue
+        take = min(MAX_WAVE_PER_DOMAIN, max(4, math.ceil(need / rate)))
+        if patience and not accepted.get(domain):
+            take = min(take, patience - done - going)
+        wave += store.active_seeds(domain, take) if take > 0 else []
+    return sorted(wave, key=lambda s: s["ord"])
+
+
+async def run_stages_async(ctx: RunContext) -> None:
+    """Stages A-D: stage A once, then waves of B -> C -> D until every domain has its quota or no
+    seed is left (see :class:`Waves`)."""
     try:
         await run_seed_stage(ctx)
     except CostLimitReached:
         return  # stage A is all or nothing; its finished calls are cached for the next invocation
-    store = ctx.store
-    while True:
-        number = store.get_meta("wave", 0)
-        members = store.seeds(wave=number) if number else []
-        if not any(s["status"] in OPEN for s in members):
-            wave = _wave(ctx)
+    await Waves(ctx).run()
+
+
+class Waves:
+    """Waves of seeds through B -> C -> D, up to ``pipeline.open_waves`` of them in flight.
+
+    Every seed flows on its own as soon as it is ready, its calls ranked by its position (earlier
+    seeds first). The decisions that depend on order (the least-used generator, the domain quotas)
+    are committed in one sequence across the waves (:class:`Turns`). When a wave's last seed has
+    committed, the waves are topped up (:func:`_wave`), before any later seed commits; which top-ups
+    were done is kept in the store (``topped_up``). So a run killed at any point resumes to exactly
+    the uninterrupted result.
+    """
+
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+        self.respond, self.filter = Turns(), Turns()
+        self.usage, self.left, self.order = ctx.store.chosen_generator_counts(), remaining(ctx), generator_order(ctx)
+        self.last: dict[int, int] = {}
+        """Position of each wave's last seed -> the wave's number."""
+        self.group: asyncio.TaskGroup | None = None
+
+    async def run(self) -> None:
+        store = self.ctx.store
+        open_waves = store.open_waves(OPEN)
+        closed = open_waves[0] - 1 if open_waves else store.get_meta("wave", 0)
+        for number in range(store.get_meta("topped_up", -1) + 1, closed + 1):
+            self._top_up(number)  # owed if a kill came between a wave's last commit and its top-up
+        try:
+            async with asyncio.TaskGroup() as self.group:
+                for number in store.open_waves(OPEN):
+                    self._append(number)
+        except BaseExceptionGroup as eg:  # the first failure, as itself (like context.gather)
+            raise first_error(eg) from None
+
+    def _top_up(self, closed: int) -> None:
+        """Open waves after wave ``closed`` committed its last seed (0: at the start), up to ``open_waves``
+        in flight; once per wave."""
+        store = self.ctx.store
+        if self.filter.halted:
+            return
+        while store.get_meta("wave", 0) - closed < self.ctx.config.pipeline.open_waves:
+            wave = _wave(self.ctx, closed)
             if not wave:
                 break
             number = store.start_wave([s["id"] for s in wave])
-        if ctx.out_of_time() or ctx.pool.stats.cost_stopped:
-            return
-        if await run_wave_async(ctx, store.seeds(wave=number)):
-            return
+            if self.group is not None:
+                self._append(number)
+        store.set_meta("topped_up", closed)
 
+    def _append(self, number: int) -> None:
+        assert self.group is not None
+        members = self.ctx.store.seeds(wave=number)
+        base = len(self.filter)
+        self.respond.extend(len(members))
+        self.filter.extend(len(members))
+        self.last[base + len(members) - 1] = number
+        for k, seed in enumerate(members):
+            self.group.create_task(self._flow(base + k, seed))
 
-async def run_wave_async(ctx: RunContext, members: list[dict[str, Any]]) -> bool:
-    """Every seed of a wave through B -> C -> D concurrently, decisions committed in seed order.
-
-    Returns:
-        True if the wave stopped early (time or cost budget); what it committed is a prefix in seed
-        order, and the next invocation continues from there.
-    """
-    respond_turns, filter_turns = Turns(len(members)), Turns(len(members))
-    usage, left, order = ctx.store.chosen_generator_counts(), remaining(ctx), generator_order(ctx)
-
-    async def flow(i: int, seed: dict[str, Any]) -> None:
+    async def _flow(self, i: int, seed: dict[str, Any]) -> None:
+        PRIORITY.set(i)  # this task's calls (and its children's) wait behind earlier seeds' calls
         try:
-            await _seed_flow(ctx, i, seed, respond_turns=respond_turns, filter_turns=filter_turns,
-                             usage=usage, left=left, order=order)
+            await _seed_flow(self.ctx, i, seed, respond_turns=self.respond, filter_turns=self.filter,
+                             usage=self.usage, left=self.left, order=self.order, on_commit=self._committed)
         except (Halted, CostLimitReached):
-            respond_turns.halt(i)
-            filter_turns.halt(i)
+            self.respond.halt(i)
+            self.filter.halt(i)
+        except BaseException:
+            # release every later seed waiting for its turn: a failure or a kill must not leave one
+            # waiting (Python 3.11's TaskGroup can swallow the cancellation of a task in a nested group)
+            self.respond.halt(i)
+            self.filter.halt(i)
+            raise
 
-    await gather(*(flow(i, s) for i, s in enumerate(members)))
-    return respond_turns.halted or filter_turns.halted
+    def _committed(self, i: int) -> None:
+        """Seed ``i`` has its final decision (and holds the turn): top up if it closed a wave."""
+        if i in self.last:
+            self._top_up(self.last.pop(i))
 
 
 async def _seed_flow(ctx: RunContext, i: int, seed: dict[str, Any], *, respond_turns: Turns, filter_turns: Turns,
-                     usage: dict[str, int], left: dict[str, int], order: list[str]) -> None:
+                     usage: dict[str, int], left: dict[str, int], order: list[str],
+                     on_commit: Callable[[int], None]) -> None:
     """One seed from wherever the store says it is to its end, committing at its turns."""
     store = ctx.store
     if seed["status"] == "active":
@@ -152,6 +206,7 @@ async def _seed_flow(ctx: RunContext, i: int, seed: dict[str, Any], *, respond_t
     await filter_turns.turn(i)
     if chosen is not None and judged is not None:
         commit_triplet(ctx, seed, judged[0], chosen, judged[1], left=left)
+    on_commit(i)
     filter_turns.done(i)
 
 

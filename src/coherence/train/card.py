@@ -26,8 +26,8 @@ def model_card(result: dict[str, Any], *, record: dict[str, Any]) -> str:
         "---", "library_name: peft", f"base_model: {record['base']['load_from']}",
         "tags: [dpo, trl, peft, lora, coherence]", "---", "",
         f"# {result['name']}: DPO adapter for {record['base']['spec']}", "",
-        f"A LoRA adapter trained with TRL's `DPOTrainer` by `coherence train` on cultural-coherence preference "
-        f"triplets (q, r-, r+).", "",
+        "A LoRA adapter trained with TRL's `DPOTrainer` by `coherence train` on cultural-coherence preference "
+        "triplets (q, r-, r+).", "",
         "## Data", "",
         f"- packs: {', '.join(src['packs']) or 'unknown'}",
         f"- source: `{src['path']}`" + (f" (run `{src['run']}`)" if src.get("run") else ""),
@@ -51,7 +51,7 @@ def model_card(result: dict[str, Any], *, record: dict[str, Any]) -> str:
                   "per_device_train_batch_size", "gradient_accumulation_steps", "max_length") if k in res["dpo"]),
               "- paper recipe (arXiv 2606.06797): QLoRA 4-bit NF4, bf16 compute, LoRA on all attention and MLP "
               "projections, r=16, alpha=16, dropout 0.05, 10,000 triplets balanced across 5 domains",
-              f"- full resolved settings: `train_config.json`; libraries: "
+              "- full resolved settings: `train_config.json`; libraries: "
               + ", ".join(f"{k} {v}" for k, v in record["versions"].items())]
     for note in res.get("notes", []):
         lines.append(f"- note: {note}")
