@@ -1,10 +1,10 @@
-"""A fake OpenAI-compatible chat server for benchmarks: fixed latency, injected faults, in-flight count.
+"""A fake OpenAI-compatible chat server for benchmarks: fixed (or jittered) latency, injected faults, in-flight count.
 
 Run as its own process (``python benchmarks/fake_server.py --latency 0.5``) so that client and server
 do not share an event loop; it prints ``PORT <n>`` once it listens on 127.0.0.1 (never another
 interface). ``GET /stats`` returns requests, statuses (299: a truncated body sent as 200; 598: a request left
-hanging past the client's timeout), peak in-flight requests and the span from the first request to
-the last response; ``POST /reset`` zeroes them.
+hanging past the client's timeout), peak in-flight requests, the seconds of latency it served and the
+span from the first request to the last response; ``POST /reset`` zeroes them.
 
 Replies are a pure function of the request (a hash of its messages), so two runs against it produce
 the same data whatever the faults: a 429/500/timeout/malformed reply is drawn at random per request,
@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import math
 import random
 import re
 import time
@@ -90,10 +91,20 @@ class State:
         self.statuses: dict[str, int] = {}
         self.first: float | None = None
         self.last: float | None = None
+        self.latency_sum = 0.0
+        """Seconds of latency served (the sleeps before each reply): the work a client must wait out."""
 
 
 def make_app(args: argparse.Namespace) -> web.Application:
     state, rng = State(), random.Random(args.fault_seed)
+    lat_rng = random.Random(args.fault_seed + 1)
+
+    def latency() -> float:
+        """``--latency`` seconds, or with ``--jitter s`` a log-normal draw of that mean and sigma s
+        (provider latencies are long-tailed: completions differ in length, servers in load)."""
+        if not args.jitter:
+            return args.latency
+        return args.latency * math.exp(lat_rng.gauss(0.0, args.jitter) - args.jitter ** 2 / 2)
 
     async def chat(request: web.Request) -> web.StreamResponse:
         state.requests += 1
@@ -111,7 +122,9 @@ def make_app(args: argparse.Namespace) -> web.Application:
                 if draw < acc:
                     fault = name
                     break
-            await asyncio.sleep(args.latency)
+            wait = latency()
+            state.latency_sum += wait
+            await asyncio.sleep(wait)
             if fault == "timeout":
                 status = 598  # counted apart: the client has given up on it by now
                 await asyncio.sleep(args.timeout_sleep)
@@ -140,6 +153,7 @@ def make_app(args: argparse.Namespace) -> web.Application:
     async def stats(request: web.Request) -> web.Response:
         span = (state.last - state.first) if state.first and state.last else 0.0
         return web.json_response({"requests": state.requests, "peak_in_flight": state.peak,
+                                  "latency_sum_s": state.latency_sum,
                                   "statuses": state.statuses, "span_s": span, "in_flight": state.in_flight})
 
     async def reset(request: web.Request) -> web.Response:
@@ -163,7 +177,9 @@ def make_app(args: argparse.Namespace) -> web.Application:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--port", type=int, default=0)
-    p.add_argument("--latency", type=float, default=0.5, help="seconds per reply")
+    p.add_argument("--latency", type=float, default=0.5, help="seconds per reply (the mean, with --jitter)")
+    p.add_argument("--jitter", type=float, default=0.0,
+                   help="sigma of a log-normal latency with mean --latency (0: fixed latency)")
     p.add_argument("--p500", type=float, default=0.0, help="share of replies that are HTTP 500")
     p.add_argument("--p429", type=float, default=0.0, help="share of replies that are HTTP 429")
     p.add_argument("--ptimeout", type=float, default=0.0, help="share that hang for --timeout-sleep seconds")

@@ -76,7 +76,7 @@ def run_ours(server: Server, *, seeds: int, concurrency: int, runs_dir: Path) ->
     stats = server.stats()
     f = summary["funnel"]
     return {"calls": stats["requests"], "span": stats["span_s"], "wall": wall, "peak": stats["peak_in_flight"],
-            "statuses": stats["statuses"], "accepted": f["accepted"], "seeds": f["seeds"], "status": summary["status"]}
+            "latency_sum": stats["latency_sum_s"], "statuses": stats["statuses"], "accepted": f["accepted"], "seeds": f["seeds"], "status": summary["status"]}
 
 
 async def _bare(url: str, n: int, concurrency: int) -> int:
@@ -113,7 +113,7 @@ def run_bare(server: Server, *, n: int, concurrency: int) -> dict[str, Any]:
     wall = time.time() - t
     stats = server.stats()
     return {"calls": stats["requests"], "span": stats["span_s"], "wall": wall, "peak": stats["peak_in_flight"],
-            "statuses": stats["statuses"], "ok": ok}
+            "latency_sum": stats["latency_sum_s"], "statuses": stats["statuses"], "ok": ok}
 
 
 def run_distilabel(server: Server, *, n: int, batch: int, replicas: int) -> dict[str, Any] | None:
@@ -138,11 +138,11 @@ def run_distilabel(server: Server, *, n: int, batch: int, replicas: int) -> dict
     res = json.loads(line[7:])
     stats = server.stats()
     return {"calls": stats["requests"], "span": stats["span_s"], "wall": wall, "peak": stats["peak_in_flight"],
-            "statuses": stats["statuses"], "ok": res["ok"], "pipeline_wall": res["wall"]}
+            "latency_sum": stats["latency_sum_s"], "statuses": stats["statuses"], "ok": res["ok"], "pipeline_wall": res["wall"]}
 
 
-def _line(name: str, r: dict[str, Any], latency: float, concurrency: int, extra: str = "") -> float:
-    ideal = r["calls"] * latency / concurrency
+def _line(name: str, r: dict[str, Any], concurrency: int, extra: str = "") -> float:
+    ideal = r["latency_sum"] / concurrency  # = calls x latency / concurrency when the latency is fixed
     ratio = ideal / r["span"] if r["span"] else 0.0
     print(f"  {name:<11} calls {r['calls']:>6}  ideal {ideal:7.1f} s  measured {r['span']:7.1f} s  "
           f"ratio {ratio:.2f}  (end to end {r['wall']:.1f} s)  peak in-flight {r['peak']:>4}  "
@@ -150,26 +150,30 @@ def _line(name: str, r: dict[str, Any], latency: float, concurrency: int, extra:
     return ratio
 
 
-def bench(latency: float, args: argparse.Namespace, *, faults: dict[str, float], with_distilabel: bool) -> None:
-    label = ", ".join(f"{k} {v:g}" for k, v in faults.items()) or "no faults"
-    print(f"\nlatency {latency} s, concurrency {args.concurrency}, {args.seeds} seeds ({label})")
-    with Server(latency=latency, jailbreak_rate=args.jailbreak_rate, pass_rate=args.pass_rate,
+def bench(latency: float, args: argparse.Namespace, *, faults: dict[str, float], jitter: float = 0.0) -> None:
+    label = ", ".join([f"{k} {v:g}" for k, v in faults.items()] + ([f"log-normal jitter sigma {jitter:g}"] if jitter
+                                                                   else [])) or "fixed latency, no faults"
+    print(f"\nlatency {latency} s, concurrency {args.concurrency}, {args.seeds} seeds ({label})", flush=True)
+    with Server(latency=latency, jitter=jitter, jailbreak_rate=args.jailbreak_rate, pass_rate=args.pass_rate,
                 retry_after=args.retry_after, **faults) as server, \
             tempfile.TemporaryDirectory() as tmp:
         ours = run_ours(server, seeds=args.seeds, concurrency=args.concurrency, runs_dir=Path(tmp))
-        r_ours = _line("coherence", ours, latency, args.concurrency,
+        r_ours = _line("coherence", ours, args.concurrency,
                        f"  [{ours['seeds']} seeds, {ours['accepted']} accepted, {ours['status']}]")
         n = ours["calls"]
-        if latency <= 1 or args.bare_at_2s:
-            bare = run_bare(server, n=n, concurrency=args.concurrency)
-            r_bare = _line("bare", bare, latency, args.concurrency)
-            print(f"  coherence / bare-client ceiling: {r_ours / r_bare:.2f}")
-        if with_distilabel:
-            distil = run_distilabel(server, n=n, batch=args.concurrency, replicas=args.distilabel_replicas)
+        bare = run_bare(server, n=n, concurrency=args.concurrency)
+        r_bare = _line("bare", bare, args.concurrency)
+        print(f"  coherence / bare-client ceiling: {r_ours / r_bare:.2f}", flush=True)
+        best: tuple[float, str] | None = None
+        for setting in args.distilabel:
+            batch, replicas = (int(x) for x in setting.split("x"))
+            distil = run_distilabel(server, n=n, batch=batch, replicas=replicas)
             if distil:
-                r_d = _line("distilabel", distil, latency, args.concurrency,
-                            f"  [{distil['ok']} completions]")
-                print(f"  coherence / distilabel speed: {r_ours / r_d:.2f}x")
+                r_d = _line(f"distilabel {setting}", distil, args.concurrency, f"  [{distil['ok']} completions, "
+                            f"input_batch_size {batch}, {replicas} replica{'s' if replicas > 1 else ''}]")
+                best = max(best or (r_d, setting), (r_d, setting))
+        if best:
+            print(f"  coherence / distilabel at its best here ({best[1]}): {r_ours / best[0]:.2f}x", flush=True)
 
 
 def main() -> None:
@@ -177,18 +181,28 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=200, help="seeds through the pipeline (~14 calls each)")
     p.add_argument("--concurrency", type=int, default=64)
     p.add_argument("--latency", type=float, action="append", help="seconds per reply (repeatable; default 0.5 and 2)")
+    p.add_argument("--jitter", type=float, default=0.5,
+                   help="sigma of the log-normal latency of the extra jittered row (0: no such row)")
     p.add_argument("--jailbreak-rate", type=float, default=1.0, help="share of attack attempts that jailbreak")
     p.add_argument("--pass-rate", type=float, default=1.0, help="share of filter verdicts that pass")
     p.add_argument("--retry-after", type=float, default=0.5, help="Retry-After of injected 429s")
-    p.add_argument("--distilabel-replicas", type=int, default=1)
-    p.add_argument("--distilabel-at-2s", action="store_true", help="also run distilabel at latencies > 1 s")
-    p.add_argument("--bare-at-2s", action="store_true", help="also run the bare client at latencies > 1 s")
+    p.add_argument("--distilabel", nargs="*", default=["64x1", "32x2"], metavar="BATCHxREPLICAS",
+                   help="distilabel settings to run, input_batch_size x replicas (each within the concurrency "
+                        "bound); the best is compared. None: skip distilabel")
     p.add_argument("--no-faults", action="store_true", help="skip the run with injected 429s and 500s")
     args = p.parse_args()
-    for latency in args.latency or [0.5, 2.0]:
-        bench(latency, args, faults={}, with_distilabel=latency <= 1 or args.distilabel_at_2s)
+    for setting in args.distilabel:
+        batch, replicas = (int(x) for x in setting.split("x"))
+        if batch * replicas > args.concurrency:
+            p.error(f"--distilabel {setting}: {batch * replicas} requests in flight exceed --concurrency "
+                    f"{args.concurrency}")
+    latencies = args.latency or [0.5, 2.0]
+    for latency in latencies:
+        bench(latency, args, faults={})
     if not args.no_faults:
-        bench((args.latency or [0.5])[0], args, faults={"p429": 0.05, "p500": 0.02}, with_distilabel=True)
+        bench(latencies[0], args, faults={"p429": 0.05, "p500": 0.02})
+    if args.jitter:
+        bench(latencies[0], args, faults={}, jitter=args.jitter)
 
 
 if __name__ == "__main__":

@@ -34,3 +34,36 @@ def test_dry_run_on_paper_config_prints_every_role_and_calls_nothing(tmp_path):
         assert role in out.stdout
     assert "nothing was called" in out.stdout and "total USD" in out.stdout
     assert not any(tmp_path.iterdir())  # no run folder, no store
+
+
+def test_estimate_counts_the_fills_a_pack_has_and_warns_when_the_target_is_out_of_reach():
+    pack = load_pack(EN_GB)
+    small = load_config(None, {"pack": str(EN_GB), "pipeline.seeds_per_template": 3, "pipeline.target_count": 4})
+    est = estimate(pack, small)
+    assert est["warnings"] == [] and est["expected_accepted"] == 4
+    # more fills asked than the slot values allow: the seeds are what the pack has, and the fix says so
+    big = load_config(None, {"pack": str(EN_GB), "pipeline.seeds_per_template": 10_000,
+                             "pipeline.target_count": 10_000})
+    est = estimate(pack, big)
+    distinct = est["assumptions"]["distinct_fills"]
+    assert est["assumptions"]["seeds"] == distinct < 10_000
+    assert est["expected_accepted"] < 10_000
+    (warning,) = est["warnings"]
+    assert "short of target_count 10,000" in warning and "variants_per_fill" in warning
+    doubled = load_config(None, {"pack": str(EN_GB), "pipeline.seeds_per_template": 10_000,
+                                 "pipeline.variants_per_fill": 2})
+    assert estimate(pack, doubled)["assumptions"]["seeds"] == 2 * distinct
+
+
+def test_a_role_price_prices_a_model_litellm_does_not_know():
+    from coherence.config import ModelSpec
+    from coherence.models import price
+
+    unknown = ModelSpec(model="hosted_vllm/my-org/my-model", api_base="http://localhost:8000/v1")
+    assert price(unknown, 1_000, 1_000) is None
+    priced = unknown.model_copy(update={"price": {"input": 3.0, "output": 15.0}})
+    priced = ModelSpec.model_validate(priced.model_dump())
+    assert price(priced, 1_000_000, 100_000) == 3.0 + 1.5
+    cfg = load_config(None, {"pack": str(EN_GB), "roles.target": priced.model_dump(mode="json")})
+    target = next(r for r in estimate(load_pack(EN_GB), cfg)["roles"] if r["role"] == "target")
+    assert target["cost_max_usd"] > 0

@@ -149,3 +149,21 @@ def test_seed_order_interleaves_templates_within_each_domain(tmp_path):
         first = [s["template"] for s in seeds if s["domain"] == domain and s["status"] != "duplicate"]
         n_templates = len(set(first))
         assert len(set(first[:n_templates])) == n_templates, first  # every template before any repeats
+
+
+def test_variants_per_fill_are_separate_seeds_and_identical_ones_are_near_duplicates(tmp_path):
+    register_mock("filler", lambda m, t: f"Question about {t['slot_fill']} in wording {t.get('variant', 0)}, "
+                                         f"{'please' if t.get('variant') else 'thanks'} "
+                                         + "x" * 40 * t.get("variant", 0))
+    one, _ = run_pipeline(tmp_path, {"roles.slot_filler": {"model": "mock:filler"}}, run_id="one")
+    two, run_dir = run_pipeline(tmp_path, {"roles.slot_filler": {"model": "mock:filler"},
+                                           "pipeline.variants_per_fill": 2}, run_id="two")
+    assert two["funnel"]["seeds"] == 2 * one["funnel"]["seeds"]
+    # a second wording is not a near-duplicate of the first; fills whose first wordings were
+    # near-duplicates of each other have second wordings that are, too
+    assert two["funnel"]["duplicates_removed"] == 2 * one["funnel"]["duplicates_removed"]
+    # the offline filler writes the same text for every variant: the extra ones are near-duplicates
+    same, _ = run_pipeline(tmp_path, {"pipeline.variants_per_fill": 2}, run_id="same")
+    base, _ = run_pipeline(tmp_path, {}, run_id="base")
+    assert same["funnel"]["seeds"] - same["funnel"]["duplicates_removed"] == \
+        base["funnel"]["seeds"] - base["funnel"]["duplicates_removed"]

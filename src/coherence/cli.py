@@ -101,6 +101,9 @@ def _print_estimate(cfg: Any) -> None:
     console.print(table)
     console.print(f"total USD: expected {est['total_cost_expected_usd']:,}, at most {est['total_cost_max_usd']:,}"
                   + (f"; no price known for {', '.join(est['unpriced_models'])}" if est["unpriced_models"] else ""))
+    console.print(f"expected accepted triplets: {est['expected_accepted']:,} of target_count {cfg.pipeline.target_count:,}")
+    for warning in est["warnings"]:
+        console.print(f"[yellow]warning:[/] {warning}")
     console.print("nothing was called; tokens are ~3 characters each, completions at each role's max_tokens")
 
 

@@ -6,7 +6,7 @@ Settings apply in the order: defaults here, then the ``--config`` YAML, then CLI
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -14,6 +14,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from coherence.errors import ConfigError
 
 _M = TypeVar("_M", bound=BaseModel)
+
+
+class Price(BaseModel):
+    """USD per million tokens, for a model LiteLLM's price table does not know (a self-hosted one, a
+    retired one) or whose price differs (a negotiated rate)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: float = Field(ge=0)
+    """USD per million prompt tokens."""
+    output: float = Field(ge=0)
+    """USD per million completion tokens."""
 
 
 class ModelSpec(BaseModel):
@@ -42,9 +54,17 @@ class ModelSpec(BaseModel):
     """Retries of 429, 5xx and timeouts, with exponential backoff."""
     params: dict[str, Any] = Field(default_factory=dict)
     """Generation parameters (temperature, max_tokens, ...), part of the cache key."""
+    price: Price | None = None
+    """USD per million tokens (``{input: 3, output: 15}``), used instead of LiteLLM's table by
+    ``--max-cost``, ``--dry-run`` and the recorded costs. None: LiteLLM's table."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     """Weights dtype of ``local:`` models (others ignore it). ``auto``: bfloat16 on a GPU and on a CPU
     with native bfloat16 (AVX512-BF16 or AMX: 2.3x faster than float32 for SmolLM2), else float32."""
+
+    OPERATIONAL: ClassVar[frozenset[str]] = frozenset(
+        {"max_concurrency", "rpm", "tpm", "limit_group", "timeout", "max_retries", "price", "api_key_env"})
+    """Fields that change how calls are made or priced, never what they return: not part of a run's
+    identity, so changing them in the config continues the same run."""
 
     @property
     def heuristic_judge(self) -> bool:
@@ -111,6 +131,10 @@ class PipelineConfig(BaseModel):
 
     seeds_per_template: int = Field(default=5, ge=1)
     """Slot fills drawn per template in stage A."""
+    variants_per_fill: int = Field(default=1, ge=1)
+    """Slot-filler expansions of each fill, each its own seed (near-duplicates are removed as usual).
+    An LLM slot filler sampling above temperature 0 writes a different query each time, which is how a
+    pack's fills reach a 10,000-triplet target; the offline filler writes the same text, so keep 1."""
     max_seeds: int | None = Field(default=None, ge=1)
     """Cap on seeds (taken in domain-interleaved order; None: all)."""
     near_duplicate_threshold: float = Field(default=0.85, gt=0, le=1)

@@ -117,7 +117,8 @@ class Budget:
         if estimate is None:
             if model not in self.unpriced:
                 self.unpriced.add(model)
-                log.warning("%s: no known price, so --max-cost cannot bound its calls", model)
+                log.warning("%s: no known price, so --max-cost cannot bound its calls (fix: give its role "
+                            "a price, e.g. `price: {input: 3.0, output: 15.0}` in USD per million tokens)", model)
             return 0.0
         if self.spent() + self.reserved + estimate > self.limit:
             raise CostLimitReached(

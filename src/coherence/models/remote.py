@@ -122,7 +122,10 @@ def _unit_prices(model: str) -> tuple[float, float] | None:
 
 
 def price(spec: ModelSpec, prompt_tokens: float, completion_tokens: float) -> float | None:
-    """USD for one call from LiteLLM's local price table; 0 for our own providers, None if unpriced."""
+    """USD for one call: the spec's own ``price`` if it sets one, else LiteLLM's local price table;
+    0 for our own providers, None if unpriced."""
+    if spec.price is not None:
+        return (spec.price.input * prompt_tokens + spec.price.output * completion_tokens) / 1e6
     if ":" in spec.model.split("/")[0]:
         return 0.0  # local:, offline:, mock: cost nothing
     unit = _unit_prices(spec.model)

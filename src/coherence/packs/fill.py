@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import json
 import random
 from pathlib import Path
@@ -11,14 +12,17 @@ from typing import Any
 from coherence.packs.loader import Pack
 
 
+def fill_space(slots: list[str], values: dict[str, list[str]]) -> int:
+    """How many distinct fills a template's slots have (the product of their value counts)."""
+    return math.prod(len(values[n]) for n in set(slots))
+
+
 def draw_fills(slots: list[str], values: dict[str, list[str]], k: int, rng: random.Random) -> list[dict[str, str]]:
     """Up to ``k`` distinct slot fills, drawn without replacement from the slot-value product."""
     names = sorted(set(slots))
     if not names:
         return [{}]
-    space = 1
-    for n in names:
-        space *= len(values[n])
+    space = fill_space(names, values)
     if space <= 4 * k:
         combos = list(itertools.product(*(values[n] for n in names)))
         rng.shuffle(combos)

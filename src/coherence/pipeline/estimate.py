@@ -16,7 +16,7 @@ from typing import Any
 from coherence.config import ModelSpec, RunConfig
 from coherence.judges.llm import render_policy
 from coherence.models import price
-from coherence.packs.fill import draw_fills
+from coherence.packs.fill import draw_fills, fill_space
 from coherence.packs.loader import Pack
 
 CHARS_PER_TOKEN = 3.0
@@ -24,11 +24,28 @@ DEFAULT_COMPLETION = {"target": 400, "attacker": 200, "slot_filler": 80, "genera
                       "query_judge": 60, "response_judge": 60, "filter_judges": 120}
 
 
+def _more_seeds(cfg: Any, spaces: list[int], distinct: int, needed: int) -> str:
+    """What to set so that stage A draws ``needed`` seeds: more fills per template, and if the pack's
+    distinct fills are too few, several slot-filler wordings of each."""
+    variants = max(cfg.variants_per_fill, math.ceil(needed / max(distinct, 1)))
+    per_template = next((k for k in range(cfg.seeds_per_template, max(spaces, default=1) + 1)
+                         if variants * sum(min(k, n) for n in spaces) >= needed), max(spaces, default=1))
+    if cfg.max_seeds and cfg.max_seeds < needed:
+        return f"raise pipeline.max_seeds to {needed:,} or more"
+    if variants == cfg.variants_per_fill:
+        return f"set pipeline.seeds_per_template to {per_template:,}"
+    return (f"the pack has {distinct:,} distinct slot fills in all: with an LLM slot filler sampling above "
+            f"temperature 0, set pipeline.variants_per_fill to {variants} and pipeline.seeds_per_template to "
+            f"{per_template:,}, or add slot values or templates to the pack")
+
+
 def estimate(pack: Pack, config: RunConfig, *, jailbreak_rate: float = 0.3, pass_rate: float = 0.5) -> dict[str, Any]:
     """Per-role estimate of calls, tokens and cost; see the module docstring for the model."""
     cfg, roles = config.pipeline, config.roles
     templates = pack.reviewed_templates("train")
-    seeds = len(templates) * cfg.seeds_per_template
+    spaces = [fill_space(t.slots, pack.templates.slots) for t in templates]
+    distinct = sum(spaces)
+    seeds = cfg.variants_per_fill * sum(min(cfg.seeds_per_template, n) for n in spaces)
     if cfg.max_seeds:
         seeds = min(seeds, cfg.max_seeds)
     rng = random.Random(cfg.random_seed)
@@ -80,9 +97,17 @@ def estimate(pack: Pack, config: RunConfig, *, jailbreak_rate: float = 0.3, pass
         add("filter_judges", spec, bound["jailbroken"], expected["jailbroken"],
             len(prompts.filter_judge) + policy_chars + attacked_prompt + 3000)
     known = [r for r in rows if r["cost_expected_usd"] is not None]
+    accepted = min(cfg.target_count, math.floor(exp_seeds * p_jailbreak * pass_rate))
+    warnings = []
+    if accepted < cfg.target_count:
+        warnings.append(f"expected ~{accepted:,} accepted triplets, short of target_count {cfg.target_count:,}: "
+                        f"{seeds:,} seeds at these rates (fix: {_more_seeds(cfg, spaces, distinct, seeds_needed)})")
     return {
         "assumptions": {"jailbreak_rate_per_attempt": jailbreak_rate, "filter_pass_rate": pass_rate,
-                        "chars_per_token": CHARS_PER_TOKEN, "seeds": seeds, "expected_seeds": exp_seeds},
+                        "chars_per_token": CHARS_PER_TOKEN, "seeds": seeds, "expected_seeds": exp_seeds,
+                        "distinct_fills": distinct},
+        "expected_accepted": accepted,
+        "warnings": warnings,
         "roles": rows,
         "total_cost_max_usd": round(sum(r["cost_max_usd"] for r in known), 2),
         "total_cost_expected_usd": round(sum(r["cost_expected_usd"] for r in known), 2),

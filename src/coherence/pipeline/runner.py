@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from coherence.config import RunConfig
+from coherence.config import ModelSpec, RunConfig
 from coherence.errors import CoherenceError
 from coherence.export import export_run
 from coherence.models import CostLimitReached, ModelPool
@@ -40,8 +40,17 @@ MAX_WAVE_PER_DOMAIN = 48
 
 
 def run_id_for(config: RunConfig, pack_digest: str) -> str:
-    """Same config and same pack give the same run id, so running again resumes (zero new calls)."""
-    blob = config.model_dump_json(exclude={"runs_dir": True, "pipeline": {"max_minutes"}}) + pack_digest
+    """Same config and same pack give the same run id, so running again resumes (zero new calls).
+
+    What only changes how calls are made or priced (concurrency, rate limits, timeouts, retries,
+    prices, key variables: :attr:`ModelSpec.OPERATIONAL`) and the time budget are left out, so a run
+    can be continued with a lower concurrency or a new price."""
+    data = config.model_dump(mode="json", exclude={"runs_dir": True, "pipeline": {"max_minutes"}})
+    for spec in data["roles"].values():
+        for one in spec if isinstance(spec, list) else [spec]:
+            for key in ModelSpec.OPERATIONAL:
+                one.pop(key, None)
+    blob = json.dumps(data, sort_keys=True, ensure_ascii=False) + pack_digest
     name = Path(config.pack).name
     return f"{name}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
 

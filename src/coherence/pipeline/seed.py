@@ -16,8 +16,9 @@ from coherence.packs.fill import draw_fills
 from coherence.pipeline.context import RunContext, gather_bounded
 
 
-def seed_id(template_id: str, fill: dict[str, str]) -> str:
-    blob = json.dumps([template_id, fill], sort_keys=True, ensure_ascii=False)
+def seed_id(template_id: str, fill: dict[str, str], variant: int = 0) -> str:
+    blob = json.dumps([template_id, fill, variant] if variant else [template_id, fill], sort_keys=True,
+                      ensure_ascii=False)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -28,30 +29,31 @@ async def run_seed_stage(ctx: RunContext) -> None:
     pack, cfg = ctx.pack, ctx.config.pipeline
     filler = ctx.model("slot_filler")
     prompts = pack.rubrics.prompts
-    jobs: list[tuple[Any, dict[str, str]]] = []
+    jobs: list[tuple[Any, dict[str, str], int]] = []
     for template in pack.reviewed_templates("train"):  # eval templates never reach training data
         rng = random.Random(f"{cfg.random_seed}:{template.id}")
-        for fill in draw_fills(template.slots, pack.templates.slots, cfg.seeds_per_template, rng):
-            jobs.append((template, fill))
+        fills = draw_fills(template.slots, pack.templates.slots, cfg.seeds_per_template, rng)
+        jobs += [(template, fill, variant) for variant in range(cfg.variants_per_fill) for fill in fills]
 
-    async def fill_one(template: Any, fill: dict[str, str]) -> str:
+    async def fill_one(template: Any, fill: dict[str, str], variant: int) -> str:
         hints = "\n".join(f"{k}: {v}" for k, v in fill.items())
         messages = [{"role": "user", "content": prompts.slot_filler.format(template=template.text, slots=hints)}]
-        out = await filler.chat_async(messages, role="slot_filler",
-                                      task={"template": template.text, "slot_fill": fill})
+        task: dict[str, Any] = {"template": template.text, "slot_fill": fill}
+        if variant:
+            task["variant"] = variant  # a separate call (and cache entry): the filler samples a new query
+        out = await filler.chat_async(messages, role="slot_filler", task=task)
         ctx.advance("seed", 1)
         return out.text.strip()
 
     # at most a few times the filler's concurrency in flight: 100,000 pending tasks would cost ~0.5 GB
-    texts = await gather_bounded([lambda t=t, f=f: fill_one(t, f) for t, f in jobs],
-                                 limit=4 * filler.spec.max_concurrency + 64)
+    texts = await gather_bounded([lambda j=j: fill_one(*j) for j in jobs], limit=4 * filler.spec.max_concurrency + 64)
     by_sub: dict[str, list[str]] = {}
-    for (template, _), text in zip(jobs, texts):
+    for (template, _, _), text in zip(jobs, texts):
         by_sub.setdefault(template.subcategory, []).append(text)
     kept = {sub: NearDuplicates(cfg.near_duplicate_threshold, corpus=t) for sub, t in by_sub.items()}
     del by_sub
     rows: list[dict[str, Any]] = []
-    for order, ((template, fill), text) in enumerate(zip(jobs, texts)):
+    for order, ((template, fill, variant), text) in enumerate(zip(jobs, texts)):
         status, reason = "active", ""
         index = kept[template.subcategory]
         if not text:
@@ -62,7 +64,7 @@ async def run_seed_stage(ctx: RunContext) -> None:
                 status, reason = "duplicate", f"near-duplicate (3-gram Jaccard {sim:.2f})"
         if status == "active":
             index.add(text)
-        rows.append({"id": seed_id(template.id, fill), "ord": order, "domain": pack.domain_of[template.subcategory],
+        rows.append({"id": seed_id(template.id, fill, variant), "ord": order, "domain": pack.domain_of[template.subcategory],
                      "subcategory": template.subcategory, "template": template.id, "slot_fill": fill,
                      "text": text, "filler": filler.name, "status": status, "stage": "seed", "reason": reason})
     # interleave templates, then sub-categories, then domains, so that every wave of the attack stage
