@@ -73,3 +73,23 @@ def test_unpriced_model_is_named_not_silently_bounded(tmp_path, caplog):
             summary = asyncio.run(run_async(cfg, run_dir, max_cost=100.0))
     assert summary["status"] == "finished"
     assert "hosted_vllm/my-own-model: no known price" in caplog.text
+
+
+def test_run_id_ignores_how_calls_are_made_but_not_what_they_ask():
+    """Lower concurrency, a new rate limit, more retries or a price continue the same run; another
+    model or generation parameter is another run."""
+    from coherence.config import load_config
+    from coherence.pipeline.runner import run_id_for
+
+    base = {"pack": str(EN_GB), "roles.target": {"model": "openai/gpt-4o-mini", "api_base": "http://x/v1"}}
+    same = run_id_for(load_config(None, base), "digest")
+    for spec in ({"max_concurrency": 3}, {"rpm": 60, "tpm": 10_000}, {"max_retries": 1, "timeout": 5},
+                 {"limit_group": "server"}, {"price": {"input": 1, "output": 2}}, {"api_key_env": "OTHER_KEY"}):
+        cfg = load_config(None, base | {"roles.target": base["roles.target"] | spec})
+        assert run_id_for(cfg, "digest") == same, spec
+    assert run_id_for(load_config(None, base | {"pipeline.max_minutes": 3}), "digest") == same
+    for spec in ({"model": "openai/gpt-4o"}, {"params": {"temperature": 0.1}}):
+        cfg = load_config(None, base | {"roles.target": base["roles.target"] | spec})
+        assert run_id_for(cfg, "digest") != same, spec
+    assert run_id_for(load_config(None, base | {"pipeline.seeds_per_template": 9}), "digest") != same
+    assert run_id_for(load_config(None, base), "other pack") != same

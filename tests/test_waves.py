@@ -83,11 +83,11 @@ def test_stop_at_any_commit_resumes_to_the_uninterrupted_result(tmp_path, small_
     for stop_at in stops:
         seen = {"n": 0}
 
-        def committed(self, i, _stop=stop_at, _seen=seen):
+        async def committed(self, i, _stop=stop_at, _seen=seen):
             _seen["n"] += 1
             if _seen["n"] == _stop:  # after the seed's commit, before a top-up it may owe
                 raise Crash(i)
-            original_committed(self, i)
+            await original_committed(self, i)
 
         def set_meta(self, key, value, _stop=stop_at, _seen=seen):
             if key == "topped_up":

@@ -167,6 +167,11 @@ class Store:
         row["slot_fill"] = json.loads(row["slot_fill"])
         return row
 
+    def kept_seed_texts(self) -> Iterator[tuple[str, str]]:
+        """(sub-category, text) of the seeds stage A kept (not near-duplicates or empty), in seed order."""
+        yield from self.db.execute("SELECT subcategory, text FROM seeds WHERE status NOT IN ('duplicate', 'empty') "
+                                   "ORDER BY ord")
+
     def active_seeds(self, domain: str, limit: int) -> list[dict[str, Any]]:
         """The first ``limit`` active seeds of a domain not yet in a wave, in seed order."""
         rows = self._rows("SELECT * FROM seeds WHERE domain = ? AND status = 'active' AND wave IS NULL "

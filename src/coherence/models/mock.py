@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from coherence.config import ModelSpec
@@ -11,7 +12,9 @@ from coherence.models.base import Message, ModelOutput
 from coherence.models.registry import provider
 from coherence.packs.loader import Pack
 
-SCRIPTS: dict[str, Callable[[list[Message], dict[str, Any]], str]] = {}
+SCRIPTS: dict[str, Callable[[list[Message], dict[str, Any]], str | Awaitable[str]]] = {}
+"""Scripts by name: ``reply(messages, task)`` returns the text, or an awaitable of it (a script that
+takes its time without blocking the event loop: ``async def reply(m, t): await asyncio.sleep(0.01)``)."""
 
 
 class MockChat:
@@ -23,6 +26,8 @@ class MockChat:
     async def generate_async(self, *, messages: list[Message], params: dict[str, Any],
                              task: dict[str, Any]) -> ModelOutput:
         text = self.reply(messages, task)
+        if inspect.isawaitable(text):
+            text = await text
         return ModelOutput(text=text, input_tokens=sum(len(m["content"]) for m in messages),
                            output_tokens=len(text))
 

@@ -8,7 +8,7 @@ LiteLLM model string.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from coherence.config import ModelSpec
@@ -52,8 +52,9 @@ def get_api(spec: ModelSpec, pack: Pack | None = None) -> ChatAPI:
     return make_remote(spec)
 
 
-def register_mock(name: str, reply: Callable[[list[dict[str, str]], dict[str, Any]], str]) -> None:
-    """Register a scripted ``mock:<name>`` model for tests: ``reply(messages, task) -> text``."""
+def register_mock(name: str, reply: Callable[[list[dict[str, str]], dict[str, Any]], str | Awaitable[str]]) -> None:
+    """Register a scripted ``mock:<name>`` model for tests: ``reply(messages, task) -> text`` (or an
+    awaitable of the text)."""
     from coherence.models import mock
 
     mock.SCRIPTS[name] = reply

@@ -64,23 +64,6 @@ def first_error(group: BaseExceptionGroup) -> BaseException:
     return first
 
 
-async def gather_bounded(factories: list[Callable[[], Awaitable[T]]], *, limit: int) -> list[T]:
-    """Like :func:`gather` over ``factory()`` for each factory, in order, but with at most ``limit``
-    coroutines alive at a time (memory stays flat however many items there are)."""
-    results: list[T] = [None] * len(factories)  # type: ignore[list-item]
-    position = 0
-
-    async def worker() -> None:
-        nonlocal position
-        while position < len(factories):
-            i = position
-            position += 1
-            results[i] = await factories[i]()
-
-    await gather(*(worker() for _ in range(min(limit, len(factories)))))
-    return results
-
-
 class Halted(Exception):
     """Raised to an item whose turn will not come: an earlier item stopped (time or cost budget)."""
 

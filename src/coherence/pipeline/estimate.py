@@ -18,6 +18,7 @@ from coherence.judges.llm import render_policy
 from coherence.models import price
 from coherence.packs.fill import draw_fills, fill_space
 from coherence.packs.loader import Pack
+from coherence.pipeline.seed import windows
 
 CHARS_PER_TOKEN = 3.0
 DEFAULT_COMPLETION = {"target": 400, "attacker": 200, "slot_filler": 80, "generators": 600,
@@ -82,7 +83,9 @@ def estimate(pack: Pack, config: RunConfig, *, jailbreak_rate: float = 0.3, pass
             "cost_expected_usd": None if unit is None else round(calls_exp * unit, 2),
         })
 
-    add("slot_filler", roles.slot_filler, seeds, seeds, len(prompts.slot_filler) + q_chars)
+    # stage A fills only ahead of what the waves take (plus its lookahead)
+    filled = min(seeds, exp_seeds + windows(roles.slot_filler.max_concurrency)[1])
+    add("slot_filler", roles.slot_filler, seeds, filled, len(prompts.slot_filler) + q_chars)
     add("attacker", roles.attacker, bound["attempts"], expected["attempts"], len(prompts.attacker) + attacked_prompt)
     add("target", roles.target, bound["attempts"], expected["attempts"], attacked_prompt)
     add("response_judge", roles.response_judge, bound["attempts"] + bound["jailbroken"] * n_gen,

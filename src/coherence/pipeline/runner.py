@@ -1,8 +1,8 @@
 """Run stages A-D over a pack with a progress bar per stage; resumable from the run store.
 
-Stage A seeds everything once. Then, in waves, seeds of the domains that still lack accepted
-triplets are attacked (B), answered (C) and filtered (D), until every domain has its quota or the
-seeds run out. Every seed flows through B -> C -> D on its own as soon as it is ready, and the next
+Stage A fills seeds in seed order, as a stream beside the other stages (:class:`SeedStream`). In
+waves, seeds of the domains that still lack accepted triplets are attacked (B), answered (C) and
+filtered (D), until every domain has its quota or the seeds run out. Every seed flows through B -> C -> D on its own as soon as it is ready, and the next
 wave starts before the current one has finished (:class:`Waves`), so every model is kept busy up to
 its concurrency; the decisions that depend on order (the least-used generator, domain quotas) are
 committed in seed order through :class:`Turns`. A killed
@@ -17,7 +17,7 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ from coherence.pipeline.attack import attack_seed
 from coherence.pipeline.context import Advance, Halted, RunContext, Turns, first_error
 from coherence.pipeline.filter import commit_triplet, domain_quotas, judge_triplet, remaining, stored_choice
 from coherence.pipeline.respond import commit_response, gather_candidates, generator_order, unique_best
-from coherence.pipeline.seed import run_seed_stage
+from coherence.pipeline.seed import SeedStream
 from coherence.store import Store
 
 MAX_WAVE_PER_DOMAIN = 48
@@ -59,12 +59,14 @@ OPEN = ("active", "jailbroken", "responded")
 """Seed statuses that still have work to do."""
 
 
-def _wave(ctx: RunContext, closed: int) -> list[dict[str, Any]]:
+async def _wave(ctx: RunContext, closed: int, seeds: SeedStream) -> list[dict[str, Any]] | None:
     """Next seeds to attack: per open domain, enough to fill its quota at the yield seen so far,
     counting the seeds of the waves still open (after wave ``closed``) as yielding at that rate too.
+    None if stage A stopped (time or cost budget) before it wrote the seeds the wave needs.
 
     Reads only what is fixed when wave ``closed`` has committed its last seed (accepted triplets, wave
-    membership), never how far the open waves have got, so a resumed run chooses the same seeds.
+    membership), never how far the open waves or stage A have got, so a resumed run chooses the same
+    seeds.
     """
     store = ctx.store
     left = remaining(ctx)
@@ -84,18 +86,31 @@ def _wave(ctx: RunContext, closed: int) -> list[dict[str, Any]]:
         take = min(MAX_WAVE_PER_DOMAIN, max(4, math.ceil(need / rate)))
         if patience and not accepted.get(domain):
             take = min(take, patience - done - going)
-        wave += store.active_seeds(domain, take) if take > 0 else []
+        if take > 0:
+            rows = await seeds.take(domain, take)
+            if rows is None:
+                return None
+            wave += rows
     return sorted(wave, key=lambda s: s["ord"])
 
 
-async def run_stages_async(ctx: RunContext) -> None:
-    """Stages A-D: stage A once, then waves of B -> C -> D until every domain has its quota or no
-    seed is left (see :class:`Waves`)."""
+async def run_stages_async(ctx: RunContext) -> SeedStream:
+    """Stages A-D: stage A as a stream (:class:`SeedStream`) beside waves of B -> C -> D, until every
+    domain has its quota or no seed is left (see :class:`Waves`). Returns the stream (it says whether
+    stage A stopped on the time or cost budget)."""
+    seeds = SeedStream(ctx)
+
+    async def waves() -> None:
+        await Waves(ctx, seeds).run()
+        seeds.close()
+
     try:
-        await run_seed_stage(ctx)
-    except CostLimitReached:
-        return  # stage A is all or nothing; its finished calls are cached for the next invocation
-    await Waves(ctx).run()
+        async with asyncio.TaskGroup() as group:
+            group.create_task(seeds.run())
+            group.create_task(waves())
+    except BaseExceptionGroup as eg:
+        raise first_error(eg) from None
+    return seeds
 
 
 class Waves:
@@ -109,8 +124,8 @@ class Waves:
     the uninterrupted result.
     """
 
-    def __init__(self, ctx: RunContext) -> None:
-        self.ctx = ctx
+    def __init__(self, ctx: RunContext, seeds: SeedStream) -> None:
+        self.ctx, self.seeds = ctx, seeds
         self.respond, self.filter = Turns(), Turns()
         self.usage, self.left, self.order = ctx.store.chosen_generator_counts(), remaining(ctx), generator_order(ctx)
         self.last: dict[int, int] = {}
@@ -122,7 +137,7 @@ class Waves:
         open_waves = store.open_waves(OPEN)
         closed = open_waves[0] - 1 if open_waves else store.get_meta("wave", 0)
         for number in range(store.get_meta("topped_up", -1) + 1, closed + 1):
-            self._top_up(number)  # owed if a kill came between a wave's last commit and its top-up
+            await self._top_up(number)  # owed if a kill came between a wave's last commit and its top-up
         try:
             async with asyncio.TaskGroup() as self.group:
                 for number in store.open_waves(OPEN):
@@ -130,14 +145,17 @@ class Waves:
         except BaseExceptionGroup as eg:  # the first failure, as itself (like context.gather)
             raise first_error(eg) from None
 
-    def _top_up(self, closed: int) -> None:
+    async def _top_up(self, closed: int) -> None:
         """Open waves after wave ``closed`` committed its last seed (0: at the start), up to ``open_waves``
-        in flight; once per wave."""
+        in flight; once per wave. Waits for stage A to write the seeds; if stage A stopped first, the
+        top-up is owed to the next invocation."""
         store = self.ctx.store
         if self.filter.halted:
             return
         while store.get_meta("wave", 0) - closed < self.ctx.config.pipeline.open_waves:
-            wave = _wave(self.ctx, closed)
+            wave = await _wave(self.ctx, closed, self.seeds)
+            if wave is None:
+                return
             if not wave:
                 break
             number = store.start_wave([s["id"] for s in wave])
@@ -170,15 +188,15 @@ class Waves:
             self.filter.halt(i)
             raise
 
-    def _committed(self, i: int) -> None:
+    async def _committed(self, i: int) -> None:
         """Seed ``i`` has its final decision (and holds the turn): top up if it closed a wave."""
         if i in self.last:
-            self._top_up(self.last.pop(i))
+            await self._top_up(self.last.pop(i))
 
 
 async def _seed_flow(ctx: RunContext, i: int, seed: dict[str, Any], *, respond_turns: Turns, filter_turns: Turns,
                      usage: dict[str, int], left: dict[str, int], order: list[str],
-                     on_commit: Callable[[int], None]) -> None:
+                     on_commit: Callable[[int], Awaitable[None]]) -> None:
     """One seed from wherever the store says it is to its end, committing at its turns."""
     store = ctx.store
     if seed["status"] == "active":
@@ -215,7 +233,7 @@ async def _seed_flow(ctx: RunContext, i: int, seed: dict[str, Any], *, respond_t
     await filter_turns.turn(i)
     if chosen is not None and judged is not None:
         commit_triplet(ctx, seed, judged[0], chosen, judged[1], left=left)
-    on_commit(i)
+    await on_commit(i)
     filter_turns.done(i)
 
 
@@ -326,7 +344,7 @@ async def run_async(config: RunConfig, run_dir: Path, *, advance: Advance | None
                          advance=advance or (lambda stage, n: None),
                          deadline=time.monotonic() + 60 * budget if budget else None)
         try:
-            await run_stages_async(ctx)
+            seeds = await run_stages_async(ctx)
         except BaseException:
             write_summary(run_dir, ctx, started, {"status": "interrupted"})
             raise
@@ -340,7 +358,8 @@ async def run_async(config: RunConfig, run_dir: Path, *, advance: Advance | None
             extra["cost_budget"] = {"max_cost_usd": max_cost, "spent_usd": round(pool.budget.spent(), 6),
                                     "why": pool.stats.cost_stopped,
                                     "resume": f"coherence run --resume {run_dir.name} --max-cost <higher USD>"}
-        elif store.count("seeds", "status IN ('active', 'jailbroken', 'responded') AND wave IS NOT NULL"):
+        elif seeds.stopped == "time" or store.count(
+                "seeds", "status IN ('active', 'jailbroken', 'responded') AND wave IS NOT NULL"):
             status = "time_budget"
         return write_summary(run_dir, ctx, started, {"status": status, "exports": exported, **extra})
     finally:

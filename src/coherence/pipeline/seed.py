@@ -1,19 +1,24 @@
 """Stage A: seed queries from templates, one per (sub-category, template, slot fill); near-duplicates
-removed (kept in the store with their reason)."""
+removed (kept in the store with their reason). It runs beside the attack stage (:class:`SeedStream`)."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import itertools
 import json
 import math
 import random
+import re
 from collections.abc import Iterable
 from typing import Any
 
+from coherence.config import PipelineConfig
 from coherence.judges.text import norm
+from coherence.models import CostLimitReached
 from coherence.packs.fill import draw_fills
-from coherence.pipeline.context import RunContext, gather_bounded
+from coherence.packs.loader import Pack
+from coherence.pipeline.context import RunContext, first_error
 
 
 def seed_id(template_id: str, fill: dict[str, str], variant: int = 0) -> str:
@@ -22,65 +27,213 @@ def seed_id(template_id: str, fill: dict[str, str], variant: int = 0) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-async def run_seed_stage(ctx: RunContext) -> None:
-    """Fill every train template ``seeds_per_template`` times and store the seeds (idempotent)."""
-    if ctx.store.get_meta("stage_a_done"):
-        return
-    pack, cfg = ctx.pack, ctx.config.pipeline
-    filler = ctx.model("slot_filler")
-    prompts = pack.rubrics.prompts
-    jobs: list[tuple[Any, dict[str, str], int]] = []
+Job = tuple[Any, dict[str, str], int]
+"""One seed to fill: (template, slot fill, variant)."""
+
+COMMIT_BATCH = 32
+"""Seeds decided but not yet written are written in batches of this many (or at once when a wave waits)."""
+WINDOW_PER_SLOT, WINDOW_EXTRA = 4, 64
+"""Seeds filled ahead of the first undecided one: at most this many per slot of the filler's
+concurrency, plus this many."""
+
+
+def windows(concurrency: int) -> tuple[int, int]:
+    """(window, lookahead) of stage A for a filler of this concurrency. The window: seeds filled but
+    not yet decided, at most (memory stays flat however many are planned). The lookahead: how far
+    past the last seed a wave took stage A fills ahead; at least two windows plus a batch, so that a
+    seed started while a wave waited is always within the target that wave then sets."""
+    window = WINDOW_PER_SLOT * concurrency + WINDOW_EXTRA
+    return window, 2 * window + COMMIT_BATCH
+
+
+def plan_seeds(pack: Pack, cfg: PipelineConfig) -> list[Job]:
+    """Every seed stage A may fill, in seed order (``ord``): ``seeds_per_template`` fills of every train
+    template (times ``variants_per_fill`` wordings), interleaved by template, then sub-category, then
+    domain, so that every wave of the attack stage (and ``domain_patience``'s first seeds) covers them
+    all, not many fills of a few templates; capped at ``max_seeds``. A pure function of pack and config."""
+    tree: dict[str, dict[str, list[list[Job]]]] = {}
     for template in pack.reviewed_templates("train"):  # eval templates never reach training data
         rng = random.Random(f"{cfg.random_seed}:{template.id}")
         fills = draw_fills(template.slots, pack.templates.slots, cfg.seeds_per_template, rng)
-        jobs += [(template, fill, variant) for variant in range(cfg.variants_per_fill) for fill in fills]
-
-    async def fill_one(template: Any, fill: dict[str, str], variant: int) -> str:
-        hints = "\n".join(f"{k}: {v}" for k, v in fill.items())
-        messages = [{"role": "user", "content": prompts.slot_filler.format(template=template.text, slots=hints)}]
-        task: dict[str, Any] = {"template": template.text, "slot_fill": fill}
-        if variant:
-            task["variant"] = variant  # a separate call (and cache entry): the filler samples a new query
-        out = await filler.chat_async(messages, role="slot_filler", task=task)
-        ctx.advance("seed", 1)
-        return out.text.strip()
-
-    # at most a few times the filler's concurrency in flight: 100,000 pending tasks would cost ~0.5 GB
-    texts = await gather_bounded([lambda j=j: fill_one(*j) for j in jobs], limit=4 * filler.spec.max_concurrency + 64)
-    by_sub: dict[str, list[str]] = {}
-    for (template, _, _), text in zip(jobs, texts):
-        by_sub.setdefault(template.subcategory, []).append(text)
-    kept = {sub: NearDuplicates(cfg.near_duplicate_threshold, corpus=t) for sub, t in by_sub.items()}
-    del by_sub
-    rows: list[dict[str, Any]] = []
-    for order, ((template, fill, variant), text) in enumerate(zip(jobs, texts)):
-        status, reason = "active", ""
-        index = kept[template.subcategory]
-        if not text:
-            status, reason = "empty", "slot filler returned nothing"
-        else:
-            sim = index.first_match(text)
-            if sim is not None:
-                status, reason = "duplicate", f"near-duplicate (3-gram Jaccard {sim:.2f})"
-        if status == "active":
-            index.add(text)
-        rows.append({"id": seed_id(template.id, fill, variant), "ord": order, "domain": pack.domain_of[template.subcategory],
-                     "subcategory": template.subcategory, "template": template.id, "slot_fill": fill,
-                     "text": text, "filler": filler.name, "status": status, "stage": "seed", "reason": reason})
-    # interleave templates, then sub-categories, then domains, so that every wave of the attack stage
-    # (and domain_patience's first seeds) covers them all, not many fills of a few templates
-    tree: dict[str, dict[str, dict[str, list[dict[str, Any]]]]] = {}
-    for row in rows:
-        tree.setdefault(row["domain"], {}).setdefault(row["subcategory"], {}).setdefault(
-            row["template"], []).append(row)
-    ordered = _interleave([_interleave([_interleave(list(templates.values())) for templates in subs.values()])
+        jobs = [(template, fill, variant) for variant in range(cfg.variants_per_fill) for fill in fills]
+        tree.setdefault(pack.domain_of[template.subcategory], {}).setdefault(template.subcategory, []).append(jobs)
+    ordered = _interleave([_interleave([_interleave(templates) for templates in subs.values()])
                            for subs in tree.values()])
-    if cfg.max_seeds is not None:
-        ordered = ordered[:cfg.max_seeds]  # interleaved, so the cap keeps every domain represented
-    for i, row in enumerate(ordered):
-        row["ord"] = i
-    ctx.store.add_seeds(ordered)
-    ctx.store.set_meta("stage_a_done", True)
+    return ordered[:cfg.max_seeds] if cfg.max_seeds is not None else ordered
+
+
+class SeedStream:
+    """Stage A as a stream that runs beside the waves: seeds are filled in seed order, decided
+    (near-duplicate or not) in that order and written as a growing prefix, so the attack stage starts
+    on the first seeds while later ones are still being filled.
+
+    It fills ahead of demand: up to ``target`` (``lookahead`` seeds past the last seed a wave has
+    taken, kept in the store), and further while a wave waits for seeds of a domain (:meth:`take`).
+    A wave takes the first ``k`` seeds of a domain once the written prefix holds them (or stage A
+    has filled every planned seed), so which seeds it takes, and where stage A ends, never depend on
+    timing: a run killed at any point resumes to exactly the seeds of an uninterrupted one. Seeds that
+    no wave will need are never filled (a run that meets its quotas early pays for few slot fills).
+    """
+
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+        cfg, store = ctx.config.pipeline, ctx.store
+        self.filler = ctx.model("slot_filler")
+        self.jobs = plan_seeds(ctx.pack, cfg)
+        self.window, self.lookahead = windows(self.filler.spec.max_concurrency)
+        self.prefix = store.count("seeds")
+        """Seeds written (always the first ``prefix`` of :attr:`jobs`)."""
+        self.target = min(len(self.jobs), max(store.get_meta("seed_target", 0), self.lookahead))
+        self.stopped: str | None = None
+        """Why stage A stopped before it was done ("time", "cost"), if it did."""
+        self._closing = False
+        self._waiting = 0
+        self._wake = asyncio.Event()
+        self._progress = asyncio.Event()
+
+    @property
+    def complete(self) -> bool:
+        """Every planned seed is written."""
+        return self.prefix >= len(self.jobs)
+
+    def close(self) -> None:
+        """No wave will ask for more: fill up to the target and stop."""
+        self._closing = True
+        self._wake.set()
+
+    def _raise_target(self, target: int) -> None:
+        target = min(len(self.jobs), target)
+        if target > self.target:
+            self.target = target
+            self.ctx.store.set_meta("seed_target", target)
+            self._wake.set()
+
+    async def take(self, domain: str, k: int) -> list[dict[str, Any]] | None:
+        """The first ``k`` seeds of ``domain`` that are active and in no wave, waiting until stage A
+        has written them (fewer if stage A has written every planned seed); None if stage A stopped
+        first (time or cost budget: the next invocation takes them)."""
+        store = self.ctx.store
+        self._waiting += 1
+        self._wake.set()
+        try:
+            while True:
+                rows = store.active_seeds(domain, k)
+                if len(rows) >= k or self.complete:
+                    if rows:
+                        self._raise_target(rows[-1]["ord"] + 1 + self.lookahead)
+                    return rows
+                if self.stopped:
+                    return None
+                self._progress.clear()
+                await self._progress.wait()
+        finally:
+            self._waiting -= 1
+
+    async def run(self) -> None:
+        """Fill, decide and write seeds until the target is reached and :meth:`close` was called,
+        every planned seed is written, or the time or cost budget stops it."""
+        store, cfg = self.ctx.store, self.ctx.config.pipeline
+        try:
+            if not self.complete:
+                await self._fill(store, cfg)
+        except CostLimitReached:
+            self.stopped = "cost"  # its finished calls are cached for the next invocation
+        finally:
+            if self.complete:
+                store.set_meta("stage_a_done", True)
+            self._progress.set()
+
+    async def _fill(self, store: Any, cfg: PipelineConfig) -> None:
+        jobs, prompts = self.jobs, self.ctx.pack.rubrics.prompts
+        index = self._near_duplicates(cfg.near_duplicate_threshold)
+        texts: dict[int, str] = {}
+        decided, buffer, in_flight = self.prefix, [], 0
+
+        def write() -> None:
+            nonlocal buffer
+            if buffer:
+                store.add_seeds(buffer)
+                self.prefix += len(buffer)
+                buffer = []
+                self._progress.set()
+
+        def decide() -> None:
+            nonlocal decided
+            while decided in texts:
+                template, fill, variant = jobs[decided]
+                text = texts.pop(decided)
+                kept = index.setdefault(template.subcategory, NearDuplicates(cfg.near_duplicate_threshold))
+                status, reason = "active", ""
+                if not text:
+                    status, reason = "empty", "slot filler returned nothing"
+                else:
+                    sim = kept.first_match(text)
+                    if sim is not None:
+                        status, reason = "duplicate", f"near-duplicate (3-gram Jaccard {sim:.2f})"
+                if status == "active":
+                    kept.add(text)
+                buffer.append({"id": seed_id(template.id, fill, variant), "ord": decided,
+                               "domain": self.ctx.pack.domain_of[template.subcategory],
+                               "subcategory": template.subcategory, "template": template.id, "slot_fill": fill,
+                               "text": text, "filler": self.filler.name, "status": status, "stage": "seed",
+                               "reason": reason})
+                decided += 1
+            if len(buffer) >= COMMIT_BATCH or self._waiting or not in_flight:
+                write()
+            self._wake.set()
+
+        async def fill_one(i: int) -> None:
+            nonlocal in_flight
+            template, fill, variant = jobs[i]
+            hints = "\n".join(f"{k}: {v}" for k, v in fill.items())
+            messages = [{"role": "user", "content": prompts.slot_filler.format(template=template.text, slots=hints)}]
+            task: dict[str, Any] = {"template": template.text, "slot_fill": fill}
+            if variant:
+                task["variant"] = variant  # a separate call (and cache entry): the filler samples a new query
+            try:
+                out = await self.filler.chat_async(messages, role="slot_filler", task=task)
+            finally:
+                in_flight -= 1
+            self.ctx.advance("seed", 1)
+            texts[i] = out.text.strip()
+            decide()
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                i = decided
+                while i < len(jobs):
+                    # past the target only while a wave waits; never more than a window past the decided prefix
+                    bound = decided + self.window if self._waiting else min(self.target, decided + self.window)
+                    if i >= bound:
+                        if self._closing and not self._waiting and i >= self.target:
+                            break
+                        self._wake.clear()
+                        await self._wake.wait()
+                        continue
+                    if self.ctx.out_of_time():
+                        self.stopped = "time"
+                        break
+                    in_flight += 1
+                    group.create_task(fill_one(i))
+                    i += 1
+        except BaseExceptionGroup as eg:
+            raise first_error(eg) from None
+        finally:
+            write()  # what was decided is a prefix in seed order: keep it
+
+    def _near_duplicates(self, threshold: float) -> dict[str, NearDuplicates]:
+        """One index per sub-category, its grams ordered rarest first by how often they occur in
+        the planned seeds' templates and slot values (known before any text is filled), holding
+        the seeds already written that were kept."""
+        weights: dict[str, dict[str, int]] = {}
+        for template, fill, _ in self.jobs:
+            w = weights.setdefault(template.subcategory, {})
+            for piece in (re.sub(r"\{[^}]*\}", " ", template.text), *fill.values()):
+                w[piece] = w.get(piece, 0) + 1
+        index = {sub: NearDuplicates(threshold, weights=w.items()) for sub, w in weights.items()}
+        for sub, text in self.ctx.store.kept_seed_texts():
+            index[sub].add(text)
+        return index
 
 
 class NearDuplicates:
@@ -89,19 +242,21 @@ class NearDuplicates:
 
     Same answers as comparing with every kept text in turn (:func:`ngram_overlap`), but with prefix
     filtering: two gram sets with Jaccard >= t share a gram among the first ``|A| - ceil(t|A|) + 1``
-    grams of each (in one global order), so only texts sharing such a gram are compared. The order is
-    rarest first over ``corpus`` (every text that will be searched), so that prefixes are made of rare
-    grams and few texts are compared. Stage A over 100,000 seeds is then near-linear, not quadratic.
+    grams of each (in one global order), so only texts sharing such a gram are compared. Any fixed order
+    gives the same answers; rarest first (over ``corpus``, texts, and ``weights``, (text, count) pairs
+    such as a template's words and how many seeds use it) makes prefixes of rare grams, so few texts
+    are compared. Stage A over 100,000 seeds is then near-linear, not quadratic.
     """
 
-    def __init__(self, threshold: float, n: int = 3, *, corpus: Iterable[str] = ()) -> None:
+    def __init__(self, threshold: float, n: int = 3, *, corpus: Iterable[str] = (),
+                 weights: Iterable[tuple[str, int]] = ()) -> None:
         self.threshold, self.n = threshold, n
         self.kept: list[str] = []  # texts, not gram sets: 100,000 gram sets would take ~0.5 GB
         self.index: dict[str, list[int]] = {}
         self.freq: dict[str, int] = {}
-        for text in corpus:
+        for text, weight in itertools.chain(((t, 1) for t in corpus), weights):
             for g in self._grams(text):
-                self.freq[g] = self.freq.get(g, 0) + 1
+                self.freq[g] = self.freq.get(g, 0) + weight
 
     def _grams(self, text: str) -> frozenset[str]:
         s = norm(text)
