@@ -92,6 +92,11 @@ class State:
         self.first: float | None = None
         self.last: float | None = None
         self.latency_sum = 0.0
+        self.busy = 0.0
+        """Integral of in-flight requests over time (request-seconds): busy / span is the mean in flight."""
+        self.changed: float | None = None
+        self.timeline: dict[int, float] = {}
+        """Request-seconds per whole second since the first request (mean in flight, second by second)."""
         """Seconds of latency served (the sleeps before each reply): the work a client must wait out."""
 
 
@@ -106,11 +111,24 @@ def make_app(args: argparse.Namespace) -> web.Application:
             return args.latency
         return args.latency * math.exp(lat_rng.gauss(0.0, args.jitter) - args.jitter ** 2 / 2)
 
+    def account() -> None:  # before every change of in_flight
+        now = time.monotonic()
+        if state.changed is not None and state.first is not None:
+            t, left = state.changed, now - state.changed
+            while left > 0:  # spread over the whole seconds it covers
+                second = int(t - state.first)
+                step = min(left, state.first + second + 1 - t)
+                state.timeline[second] = state.timeline.get(second, 0.0) + state.in_flight * step
+                t, left = t + step, left - step
+            state.busy += state.in_flight * (now - state.changed)
+        state.changed = now
+
     async def chat(request: web.Request) -> web.StreamResponse:
         state.requests += 1
+        state.first = state.first or time.monotonic()
+        account()
         state.in_flight += 1
         state.peak = max(state.peak, state.in_flight)
-        state.first = state.first or time.monotonic()
         status = 200
         try:
             body = await request.json()
@@ -146,6 +164,7 @@ def make_app(args: argparse.Namespace) -> web.Application:
             text = answer(body, jailbreak_rate=args.jailbreak_rate, pass_rate=args.pass_rate)
             return web.json_response(_reply(text, prompt_chars))
         finally:
+            account()
             state.in_flight -= 1
             state.last = time.monotonic()
             state.statuses[str(status)] = state.statuses.get(str(status), 0) + 1
@@ -153,7 +172,9 @@ def make_app(args: argparse.Namespace) -> web.Application:
     async def stats(request: web.Request) -> web.Response:
         span = (state.last - state.first) if state.first and state.last else 0.0
         return web.json_response({"requests": state.requests, "peak_in_flight": state.peak,
-                                  "latency_sum_s": state.latency_sum,
+                                  "latency_sum_s": state.latency_sum, "busy_s": state.busy,
+                                  "timeline": [round(state.timeline.get(i, 0.0), 1)
+                                               for i in range(max(state.timeline, default=-1) + 1)],
                                   "statuses": state.statuses, "span_s": span, "in_flight": state.in_flight})
 
     async def reset(request: web.Request) -> web.Response:

@@ -112,9 +112,7 @@ def main() -> None:
         run_dir, cfg = prepare_run(cfg, run_id=f"size-{args.seeds}")
         marks: dict[str, float] = {}
 
-        def advance(stage: str, n: int) -> None:  # peak RSS after stage A, and before the export
-            if stage != "seed" and "stage_a" not in marks:
-                marks["stage_a"] = peak_rss_mb()
+        def advance(stage: str, n: int) -> None:  # peak RSS before the export
             marks["before_export"] = peak_rss_mb()
 
         t = time.time()
@@ -129,8 +127,8 @@ def main() -> None:
     print(f"{f['seeds']:,} seeds ({f['attacked']:,} attacked, {f['attempts']:,} attempts, {f['accepted']:,} accepted) "
           f"in {wall:.0f} s: {f['seeds'] / wall:.0f} seeds/s, {inv['model_calls_made'] / wall:.0f} calls/s "
           f"({inv['model_calls_made']:,} calls, {'fake HTTP server' if server else 'in-process mock:'}); "
-          f"run.db {size:.0f} MiB; peak RSS {peak_rss_mb():.0f} MB (after stage A {marks.get('stage_a', 0):.0f} MB, "
-          f"before the export {marks.get('before_export', 0):.0f} MB)")
+          f"run.db {size:.0f} MiB; peak RSS {peak_rss_mb():.0f} MB (before the export "
+          f"{marks.get('before_export', 0):.0f} MB)")
 
 
 if __name__ == "__main__":

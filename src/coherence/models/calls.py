@@ -137,8 +137,10 @@ class Budget:
 
 PRIORITY: contextvars.ContextVar[int] = contextvars.ContextVar("coherence_call_priority", default=0)
 """Priority of the calls made in the current task: lower goes first when calls wait for a slot. The
-runner sets it to the seed's position, so the earliest seeds finish first (their ordered commits are
-not held up, and the next wave's calls fill the slots the current wave leaves free)."""
+runner sets it to the seed's wave, so the next wave's calls fill only the slots the current wave
+leaves free. Within a wave, calls are served first come, first served: every seed of the wave moves
+at the same pace. (Ranking by seed position instead made the last seeds start late and finish
+alone: measured with 5% 429s and 2% 500s, 0.78 of ideal against 0.88, 200 seeds, 64 slots.)"""
 
 
 class _Slots:
@@ -322,7 +324,9 @@ class Model:
                                          f"(fix: check the server, or raise max_retries/timeout in the config; "
                                          f"the run is resumable with --resume)") from None
                     self.stats.retries += 1
-                    backoff = retry_after if retry_after is not None else min(30.0, 0.5 * 2 ** (attempt - 1))
+                    # never sooner than the provider's Retry-After (only later, to spread the retries)
+                    backoff = (retry_after * (1.0 + 0.2 * random.random()) if retry_after is not None
+                               else min(30.0, 0.5 * 2 ** (attempt - 1)) * (0.8 + 0.4 * random.random()))
                     log.debug("retrying %s after %s (%.1fs)", self.name, kind, backoff)
                 except FatalProviderError as exc:
                     self.store.record_call_error(key=key, model=self.name, role=role, attempt=attempt,
@@ -340,4 +344,4 @@ class Model:
                     self.in_flight -= 1
             finally:
                 self._sem.release()
-            await asyncio.sleep(backoff * (0.8 + 0.4 * random.random()))
+            await asyncio.sleep(backoff)

@@ -116,8 +116,8 @@ async def run_stages_async(ctx: RunContext) -> SeedStream:
 class Waves:
     """Waves of seeds through B -> C -> D, up to ``pipeline.open_waves`` of them in flight.
 
-    Every seed flows on its own as soon as it is ready, its calls ranked by its position (earlier
-    seeds first). The decisions that depend on order (the least-used generator, the domain quotas)
+    Every seed flows on its own as soon as it is ready, its calls ranked by its wave (an earlier
+    wave's calls first; within a wave, first come, first served). The decisions that depend on order (the least-used generator, the domain quotas)
     are committed in one sequence across the waves (:class:`Turns`). When a wave's last seed has
     committed, the waves are topped up (:func:`_wave`), before any later seed commits; which top-ups
     were done is kept in the store (``topped_up``). So a run killed at any point resumes to exactly
@@ -137,7 +137,9 @@ class Waves:
         open_waves = store.open_waves(OPEN)
         closed = open_waves[0] - 1 if open_waves else store.get_meta("wave", 0)
         for number in range(store.get_meta("topped_up", -1) + 1, closed + 1):
-            await self._top_up(number)  # owed if a kill came between a wave's last commit and its top-up
+            # owed if a kill came between a wave's last commit and its top-up
+            if not await self._top_up(number):
+                return  # stage A stopped first: no later seed may commit before this top-up is done
         try:
             async with asyncio.TaskGroup() as self.group:
                 for number in store.open_waves(OPEN):
@@ -145,23 +147,25 @@ class Waves:
         except BaseExceptionGroup as eg:  # the first failure, as itself (like context.gather)
             raise first_error(eg) from None
 
-    async def _top_up(self, closed: int) -> None:
+    async def _top_up(self, closed: int) -> bool:
         """Open waves after wave ``closed`` committed its last seed (0: at the start), up to ``open_waves``
-        in flight; once per wave. Waits for stage A to write the seeds; if stage A stopped first, the
-        top-up is owed to the next invocation."""
+        in flight; once per wave. Waits for stage A to write the seeds. False if stage A stopped first
+        (time or cost budget): the top-up is owed to the next invocation, and no later seed may commit
+        before it (it reads the quotas as they were when wave ``closed`` committed)."""
         store = self.ctx.store
         if self.filter.halted:
-            return
+            return False
         while store.get_meta("wave", 0) - closed < self.ctx.config.pipeline.open_waves:
             wave = await _wave(self.ctx, closed, self.seeds)
             if wave is None:
-                return
+                return False
             if not wave:
                 break
             number = store.start_wave([s["id"] for s in wave])
             if self.group is not None:
                 self._append(number)
         store.set_meta("topped_up", closed)
+        return True
 
     def _append(self, number: int) -> None:
         assert self.group is not None
@@ -174,7 +178,7 @@ class Waves:
             self.group.create_task(self._flow(base + k, seed))
 
     async def _flow(self, i: int, seed: dict[str, Any]) -> None:
-        PRIORITY.set(i)  # this task's calls (and its children's) wait behind earlier seeds' calls
+        PRIORITY.set(seed["wave"])  # this task's calls (and its children's) wait behind earlier waves' calls
         try:
             await _seed_flow(self.ctx, i, seed, respond_turns=self.respond, filter_turns=self.filter,
                              usage=self.usage, left=self.left, order=self.order, on_commit=self._committed)
@@ -190,8 +194,8 @@ class Waves:
 
     async def _committed(self, i: int) -> None:
         """Seed ``i`` has its final decision (and holds the turn): top up if it closed a wave."""
-        if i in self.last:
-            await self._top_up(self.last.pop(i))
+        if i in self.last and not await self._top_up(self.last.pop(i)):
+            raise Halted(i)  # its own triplet is committed; the seeds after it wait for the owed top-up
 
 
 async def _seed_flow(ctx: RunContext, i: int, seed: dict[str, Any], *, respond_turns: Turns, filter_turns: Turns,

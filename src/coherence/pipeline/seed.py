@@ -138,6 +138,9 @@ class SeedStream:
                 await self._fill(store, cfg)
         except CostLimitReached:
             self.stopped = "cost"  # its finished calls are cached for the next invocation
+        except BaseException:
+            self.stopped = "error"  # a wave waiting for seeds gives up (the run is failing anyway)
+            raise
         finally:
             if self.complete:
                 store.set_meta("stage_a_done", True)
