@@ -18,7 +18,7 @@ from coherence.judges.llm import render_policy
 from coherence.models import price
 from coherence.packs.fill import draw_fills, fill_space
 from coherence.packs.loader import Pack
-from coherence.pipeline.seed import windows
+from coherence.pipeline.seed import plan_seeds, windows
 
 CHARS_PER_TOKEN = 3.0
 DEFAULT_COMPLETION = {"target": 400, "attacker": 200, "slot_filler": 80, "generators": 600,
@@ -46,9 +46,7 @@ def estimate(pack: Pack, config: RunConfig, *, jailbreak_rate: float = 0.3, pass
     templates = pack.reviewed_templates("train")
     spaces = [fill_space(t.slots, pack.templates.slots) for t in templates]
     distinct = sum(spaces)
-    seeds = cfg.variants_per_fill * sum(min(cfg.seeds_per_template, n) for n in spaces)
-    if cfg.max_seeds:
-        seeds = min(seeds, cfg.max_seeds)
+    seeds = len(plan_seeds(pack, cfg))  # what stage A plans (fills, wordings, the max_seeds cap)
     rng = random.Random(cfg.random_seed)
     sample = rng.sample(templates, min(20, len(templates)))
     queries = [t.text.format_map(draw_fills(t.slots, pack.templates.slots, 1, rng)[0]) for t in sample]

@@ -132,10 +132,10 @@ class SeedStream:
     async def run(self) -> None:
         """Fill, decide and write seeds until the target is reached and :meth:`close` was called,
         every planned seed is written, or the time or cost budget stops it."""
-        store, cfg = self.ctx.store, self.ctx.config.pipeline
+        store = self.ctx.store
         try:
             if not self.complete:
-                await self._fill(store, cfg)
+                await self._fill()
         except CostLimitReached:
             self.stopped = "cost"  # its finished calls are cached for the next invocation
         except BaseException:
@@ -146,7 +146,8 @@ class SeedStream:
                 store.set_meta("stage_a_done", True)
             self._progress.set()
 
-    async def _fill(self, store: Any, cfg: PipelineConfig) -> None:
+    async def _fill(self) -> None:
+        store, cfg = self.ctx.store, self.ctx.config.pipeline
         jobs, prompts = self.jobs, self.ctx.pack.rubrics.prompts
         index = self._near_duplicates(cfg.near_duplicate_threshold)
         texts: dict[int, str] = {}
@@ -246,18 +247,17 @@ class NearDuplicates:
     Same answers as comparing with every kept text in turn (:func:`ngram_overlap`), but with prefix
     filtering: two gram sets with Jaccard >= t share a gram among the first ``|A| - ceil(t|A|) + 1``
     grams of each (in one global order), so only texts sharing such a gram are compared. Any fixed order
-    gives the same answers; rarest first (over ``corpus``, texts, and ``weights``, (text, count) pairs
-    such as a template's words and how many seeds use it) makes prefixes of rare grams, so few texts
+    gives the same answers; rarest first (over ``weights``, (text, count) pairs such as a template's
+    words and how many seeds use it) makes prefixes of rare grams, so few texts
     are compared. Stage A over 100,000 seeds is then near-linear, not quadratic.
     """
 
-    def __init__(self, threshold: float, n: int = 3, *, corpus: Iterable[str] = (),
-                 weights: Iterable[tuple[str, int]] = ()) -> None:
+    def __init__(self, threshold: float, n: int = 3, *, weights: Iterable[tuple[str, int]] = ()) -> None:
         self.threshold, self.n = threshold, n
         self.kept: list[str] = []  # texts, not gram sets: 100,000 gram sets would take ~0.5 GB
         self.index: dict[str, list[int]] = {}
         self.freq: dict[str, int] = {}
-        for text, weight in itertools.chain(((t, 1) for t in corpus), weights):
+        for text, weight in weights:
             for g in self._grams(text):
                 self.freq[g] = self.freq.get(g, 0) + weight
 
