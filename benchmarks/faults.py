@@ -1,6 +1,6 @@
 """Faults: a server that fails often, a run SIGKILLed three times and resumed, compared with a clean run.
 
-    python benchmarks/faults.py                    # ko-KR, 600 seeds, concurrency 32 (~4 min)
+    python benchmarks/faults.py                    # ko-KR, 600 seeds, concurrency 32 (~2 min)
     python benchmarks/faults.py --seeds 1000 --kills 3
 
 The fake server (``benchmarks/fake_server.py``, its own process) answers 10% of requests with HTTP 500,
