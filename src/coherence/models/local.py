@@ -12,7 +12,9 @@ on 2 CPU cores a batch of 32 answers 5.6x faster than one call at a time (0.52 s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
+import io
 import logging
 import os
 import re
@@ -63,17 +65,19 @@ def resolve_local(name: str) -> Path | str:
 
         gguf = smollm2_gguf()
         log.warning("converting %s once into %s (about 25 s; later runs load the cached copy)", gguf.name, target)
-        os.environ.setdefault("TQDM_DISABLE", "1")  # transformers' GGUF progress bar would garble ours
         tmp = target.with_name(target.name + f".tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
-        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype="float32")
-        # the weights are de-quantised float32 now; drop the GGUF marker so they can be saved as is
-        model.hf_quantizer = None
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        tok.save_pretrained(tmp)
-        model.save_pretrained(tmp)
+        # transformers' GGUF bar (tqdm, which read TQDM_DISABLE when it was imported) and its shard-writing
+        # bar would garble ours: their output goes nowhere, errors still raise
+        with contextlib.redirect_stderr(io.StringIO()):
+            tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype="float32")
+            # the weights are de-quantised float32 now; drop the GGUF marker so they can be saved as is
+            model.hf_quantizer = None
+            if hasattr(model.config, "quantization_config"):
+                del model.config.quantization_config
+            tok.save_pretrained(tmp)
+            model.save_pretrained(tmp)
         tmp.rename(target) if not target.exists() else shutil.rmtree(tmp, ignore_errors=True)
         return target
     path = Path(name).expanduser()
