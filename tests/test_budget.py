@@ -93,3 +93,39 @@ def test_run_id_ignores_how_calls_are_made_but_not_what_they_ask():
         assert run_id_for(cfg, "digest") != same, spec
     assert run_id_for(load_config(None, base | {"pipeline.seeds_per_template": 9}), "digest") != same
     assert run_id_for(load_config(None, base), "other pack") != same
+
+
+def test_time_budget_refuses_calls_still_waiting_for_a_slot(tmp_path):
+    """Past the deadline a call waiting for its concurrency slot is not made, so a stop waits only for
+    the calls already at the provider; the ones made are recorded (a resumed run reuses them)."""
+    import asyncio
+    import time
+
+    from coherence.config import ModelSpec
+    from coherence.models import ModelPool, TimeLimitReached, register_mock
+    from coherence.store import Store
+
+    started = []
+
+    async def slow(messages, task):
+        started.append(time.monotonic())
+        await asyncio.sleep(0.3)
+        return "done"
+
+    register_mock("slow-queue", slow)
+    store = Store(tmp_path / "run.db")
+    deadline = time.monotonic() + 0.1
+    pool = ModelPool(store, None, deadline=deadline)
+    model = pool.get(ModelSpec(model="mock:slow-queue", max_concurrency=2))
+
+    async def go():
+        return await asyncio.gather(*(model.chat_async([{"role": "user", "content": f"q{i}"}], role="target")
+                                      for i in range(6)), return_exceptions=True)
+
+    outs = asyncio.run(go())
+    made = [o for o in outs if not isinstance(o, BaseException)]
+    refused = [o for o in outs if isinstance(o, TimeLimitReached)]
+    assert [o.text for o in made] == ["done", "done"] and len(refused) == 4, outs
+    assert len(started) == 2 and all(t < deadline for t in started)
+    assert store.count("calls") == 2 and pool.stats.made == 2
+    store.close()

@@ -2,7 +2,9 @@
 
 Order of one call: cache lookup (a hit costs nothing), then the cost budget (``--max-cost``: a call
 whose estimated price would take the run over the limit is not made, and no later one is), then
-``rpm``/``tpm`` pacing, then the concurrency slot, then the provider. A transient failure (429, 5xx,
+``rpm``/``tpm`` pacing, then the concurrency slot, then the time budget (``--max-minutes``: a call that
+gets its slot after the deadline is not made, so a stop waits only for the calls already at the
+provider), then the provider. A transient failure (429, 5xx,
 timeout, dropped connection) gives its slot back while it waits (``Retry-After`` when the provider
 sends one, else exponential backoff with jitter) and is retried; a fatal one (bad key, unknown model)
 stops every later call of the run at once.
@@ -39,8 +41,16 @@ DEFAULT_COMPLETION_TOKENS = 512
 """Completion length assumed for the budget and tpm when a role sets no ``max_tokens``."""
 
 
-class CostLimitReached(ModelError):
-    """The next call would take the run over ``--max-cost``: the run stops cleanly and is resumable."""
+class BudgetReached(ModelError):
+    """A run limit stops the run cleanly before the next call; the run is resumable."""
+
+
+class CostLimitReached(BudgetReached):
+    """The next call would take the run over ``--max-cost``."""
+
+
+class TimeLimitReached(BudgetReached):
+    """The invocation's time budget (``--max-minutes``) passed before the next call got to the provider."""
 
 
 def call_key(model: str, messages: list[Message], params: dict[str, Any], task: dict[str, Any]) -> str:
@@ -101,8 +111,10 @@ class Budget:
     """
 
     def __init__(self, limit: float | None, spent_before: float,
-                 on_spend: Callable[[float], None] | None = None) -> None:
+                 on_spend: Callable[[float], None] | None = None, deadline: float | None = None) -> None:
         self.limit, self.spent_before, self.on_spend = limit, spent_before, on_spend
+        self.deadline = deadline
+        """``time.monotonic()`` after which no call starts (the invocation's time budget); None: none."""
         self.spent_now = 0.0
         self.reserved = 0.0
         self.unpriced: set[str] = set()
@@ -126,6 +138,11 @@ class Budget:
                 f"{self.reserved:.4f} USD, the next call ({model}) ~{estimate:.4f} USD")
         self.reserved += estimate
         return estimate
+
+    def check_time(self, model: str) -> None:
+        """Raise :class:`TimeLimitReached` if the time budget has passed."""
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            raise TimeLimitReached(f"time budget reached before a call to {model} could start")
 
     def settle(self, reserved: float, cost: float | None) -> None:
         self.reserved -= reserved
@@ -306,6 +323,7 @@ class Model:
             try:
                 if self.stats.fatal:
                     raise FatalProviderError(self.stats.fatal)
+                self.budget.check_time(self.name)  # a call that waited past the deadline is not made
                 started = time.monotonic()
                 self.in_flight += 1
                 try:

@@ -65,10 +65,10 @@ class ModelPool:
     so one concurrency bound and one rate limit hold per model."""
 
     def __init__(self, store: Store, pack: Pack | None, *, max_cost: float | None = None,
-                 on_spend: Callable[[float], None] | None = None) -> None:
+                 on_spend: Callable[[float], None] | None = None, deadline: float | None = None) -> None:
         self.store, self.pack = store, pack
         self.stats = CallStats()
-        self.budget = Budget(max_cost, store.call_totals()["cost_usd"], on_spend)
+        self.budget = Budget(max_cost, store.call_totals()["cost_usd"], on_spend, deadline)
         self._models: dict[str, Model] = {}
         self._groups: dict[str, Limits] = {}
 

@@ -29,7 +29,8 @@ class RunContext:
     pool: ModelPool
     advance: Advance = field(default=lambda stage, n: None)
     deadline: float | None = None
-    """time.monotonic() after which no new attack attempt starts (the time budget)."""
+    """time.monotonic() after which no new attack attempt or seed fill starts, and no call that is still
+    waiting for its slot is made (the time budget; the pool's models check it too)."""
 
     def out_of_time(self) -> bool:
         return self.deadline is not None and time.monotonic() >= self.deadline

@@ -26,7 +26,7 @@ import yaml
 from coherence.config import ModelSpec, RunConfig
 from coherence.errors import CoherenceError
 from coherence.export import export_run
-from coherence.models import CostLimitReached, ModelPool
+from coherence.models import BudgetReached, ModelPool
 from coherence.models.calls import PRIORITY
 from coherence.packs.loader import load_pack
 from coherence.pipeline.attack import attack_seed
@@ -182,7 +182,7 @@ class Waves:
         try:
             await _seed_flow(self.ctx, i, seed, respond_turns=self.respond, filter_turns=self.filter,
                              usage=self.usage, left=self.left, order=self.order, on_commit=self._committed)
-        except (Halted, CostLimitReached):
+        except (Halted, BudgetReached):
             self.respond.halt(i)
             self.filter.halt(i)
         except BaseException:
@@ -342,11 +342,11 @@ async def run_async(config: RunConfig, run_dir: Path, *, advance: Advance | None
                                  f"(fix: start a new run; a run's triplets must come from one pack version)")
         store.set_meta("pack_digest", pack.digest)
         store.set_meta("pack", pack.ref)
-        pool = ModelPool(store, pack, max_cost=max_cost, on_spend=on_spend)
         budget = config.pipeline.max_minutes
+        deadline = time.monotonic() + 60 * budget if budget else None
+        pool = ModelPool(store, pack, max_cost=max_cost, on_spend=on_spend, deadline=deadline)
         ctx = RunContext(store=store, pack=pack, config=config, pool=pool,
-                         advance=advance or (lambda stage, n: None),
-                         deadline=time.monotonic() + 60 * budget if budget else None)
+                         advance=advance or (lambda stage, n: None), deadline=deadline)
         try:
             seeds = await run_stages_async(ctx)
         except BaseException:

@@ -15,7 +15,7 @@ from typing import Any
 
 from coherence.config import PipelineConfig
 from coherence.judges.text import norm
-from coherence.models import CostLimitReached
+from coherence.models import BudgetReached, TimeLimitReached
 from coherence.packs.fill import draw_fills
 from coherence.packs.loader import Pack
 from coherence.pipeline.context import RunContext, first_error
@@ -136,8 +136,8 @@ class SeedStream:
         try:
             if not self.complete:
                 await self._fill()
-        except CostLimitReached:
-            self.stopped = "cost"  # its finished calls are cached for the next invocation
+        except BudgetReached as exc:  # its finished calls are cached for the next invocation
+            self.stopped = "time" if isinstance(exc, TimeLimitReached) else "cost"
         except BaseException:
             self.stopped = "error"  # a wave waiting for seeds gives up (the run is failing anyway)
             raise
