@@ -89,15 +89,17 @@ def _print_estimate(cfg: Any) -> None:
 
     est = estimate(load_pack(cfg.pack), cfg)
     a = est["assumptions"]
-    table = Table(title=f"dry run: {a['seeds']} seeds; expected {a['expected_seeds']} attacked at jailbreak "
+    table = Table(title=f"dry run: {a['seeds']:,} seeds; expected {a['expected_seeds']:,} attacked at jailbreak "
                         f"rate {a['jailbreak_rate_per_attempt']}/attempt, filter pass {a['filter_pass_rate']}")
-    for col in ("role", "model", "calls (max)", "calls (expected)", "tokens (expected)", "USD (max)",
-                "USD (expected)"):
-        table.add_column(col, justify="left" if col in ("role", "model") else "right", overflow="fold")
+    for col in ("role", "model"):  # names fold in a narrow terminal; figures never break
+        table.add_column(col, overflow="fold")
+    for col in ("calls max", "calls exp.", "tokens exp.", "USD max", "USD exp."):
+        table.add_column(col, justify="right", no_wrap=True)
     fmt = lambda v: "unknown" if v is None else f"{v:,}"  # noqa: E731
+    usd = lambda v: "unknown" if v is None else f"{v:,.2f}"  # noqa: E731
     for r in est["roles"]:
         table.add_row(r["role"], r["model"], fmt(r["calls_max"]), fmt(r["calls_expected"]),
-                      fmt(r["tokens_expected"]), fmt(r["cost_max_usd"]), fmt(r["cost_expected_usd"]))
+                      fmt(r["tokens_expected"]), usd(r["cost_max_usd"]), usd(r["cost_expected_usd"]))
     console.print(table)
     console.print(f"total USD: expected {est['total_cost_expected_usd']:,}, at most {est['total_cost_max_usd']:,}"
                   + (f"; no price known for {', '.join(est['unpriced_models'])}" if est["unpriced_models"] else ""))
