@@ -24,6 +24,15 @@ console = Console()
 err = Console(stderr=True)
 
 
+def _setup_logging() -> None:
+    """Log records (level from $COHERENCE_LOG, default WARNING) on stderr through rich, so that a
+    warning printed while the progress bars are live appears above them instead of garbling them."""
+    from rich.logging import RichHandler
+
+    logging.basicConfig(level=os.environ.get("COHERENCE_LOG", "WARNING"), format="%(name)s: %(message)s",
+                        handlers=[RichHandler(console=err, show_time=False, show_path=False)])
+
+
 def _fail(exc: BaseException) -> None:
     err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
     raise typer.Exit(2)
@@ -53,7 +62,7 @@ def run(
     from coherence.config import load_config
     from coherence.pipeline.runner import prepare_run, run_async
 
-    logging.basicConfig(level=os.environ.get("COHERENCE_LOG", "WARNING"))
+    _setup_logging()
     run_dir: Path | None = None
     try:
         cfg = load_config(config, {"pack": pack, "pipeline.target_count": target_count,
@@ -328,7 +337,7 @@ def train(
     from coherence.train.config import load_train_config, parse_set
     from coherence.train.trainer import train as run_training
 
-    logging.basicConfig(level=os.environ.get("COHERENCE_LOG", "WARNING"))
+    _setup_logging()
     try:
         flags = {"base": base, "name": name, "max_triplets": max_triplets, "eval_size": eval_size, "device": device,
                  "quantization": quantization, "seed": seed, "merge": merge or None,
