@@ -44,13 +44,20 @@ DEFAULT_COMPLETION_TOKENS = 512
 class BudgetReached(ModelError):
     """A run limit stops the run cleanly before the next call; the run is resumable."""
 
+    limit = "budget"
+    """Which limit: ``cost`` or ``time``."""
+
 
 class CostLimitReached(BudgetReached):
     """The next call would take the run over ``--max-cost``."""
 
+    limit = "cost"
+
 
 class TimeLimitReached(BudgetReached):
     """The invocation's time budget (``--max-minutes``) passed before the next call got to the provider."""
+
+    limit = "time"
 
 
 def call_key(model: str, messages: list[Message], params: dict[str, Any], task: dict[str, Any]) -> str:
@@ -139,9 +146,12 @@ class Budget:
         self.reserved += estimate
         return estimate
 
+    def out_of_time(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
     def check_time(self, model: str) -> None:
         """Raise :class:`TimeLimitReached` if the time budget has passed."""
-        if self.deadline is not None and time.monotonic() >= self.deadline:
+        if self.out_of_time():
             raise TimeLimitReached(f"time budget reached before a call to {model} could start")
 
     def settle(self, reserved: float, cost: float | None) -> None:

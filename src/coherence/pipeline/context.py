@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -28,12 +27,11 @@ class RunContext:
     config: RunConfig
     pool: ModelPool
     advance: Advance = field(default=lambda stage, n: None)
-    deadline: float | None = None
-    """time.monotonic() after which no new attack attempt or seed fill starts, and no call that is still
-    waiting for its slot is made (the time budget; the pool's models check it too)."""
 
     def out_of_time(self) -> bool:
-        return self.deadline is not None and time.monotonic() >= self.deadline
+        """The time budget (the pool's deadline) has passed: no new attack attempt or seed fill starts
+        (and the pool's models make no call still waiting for its slot)."""
+        return self.pool.budget.out_of_time()
 
     def model(self, role: str, index: int | None = None) -> Model:
         spec = getattr(self.config.roles, role)

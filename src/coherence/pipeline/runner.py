@@ -342,11 +342,11 @@ async def run_async(config: RunConfig, run_dir: Path, *, advance: Advance | None
                                  f"(fix: start a new run; a run's triplets must come from one pack version)")
         store.set_meta("pack_digest", pack.digest)
         store.set_meta("pack", pack.ref)
-        budget = config.pipeline.max_minutes
-        deadline = time.monotonic() + 60 * budget if budget else None
-        pool = ModelPool(store, pack, max_cost=max_cost, on_spend=on_spend, deadline=deadline)
+        minutes = config.pipeline.max_minutes
+        pool = ModelPool(store, pack, max_cost=max_cost, on_spend=on_spend,
+                         deadline=time.monotonic() + 60 * minutes if minutes else None)
         ctx = RunContext(store=store, pack=pack, config=config, pool=pool,
-                         advance=advance or (lambda stage, n: None), deadline=deadline)
+                         advance=advance or (lambda stage, n: None))
         try:
             seeds = await run_stages_async(ctx)
         except BaseException:

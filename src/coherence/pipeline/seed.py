@@ -15,7 +15,7 @@ from typing import Any
 
 from coherence.config import PipelineConfig
 from coherence.judges.text import norm
-from coherence.models import BudgetReached, TimeLimitReached
+from coherence.models import BudgetReached
 from coherence.packs.fill import draw_fills
 from coherence.packs.loader import Pack
 from coherence.pipeline.context import RunContext, first_error
@@ -137,7 +137,7 @@ class SeedStream:
             if not self.complete:
                 await self._fill()
         except BudgetReached as exc:  # its finished calls are cached for the next invocation
-            self.stopped = "time" if isinstance(exc, TimeLimitReached) else "cost"
+            self.stopped = exc.limit
         except BaseException:
             self.stopped = "error"  # a wave waiting for seeds gives up (the run is failing anyway)
             raise
