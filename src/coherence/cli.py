@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+import typer.core
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -394,6 +395,59 @@ def generate(
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
         console.print(f"{len(rows)} answers -> {out}")
+
+
+# --- evaluation: `coherence eval` (coherence.evaluate) ---
+
+
+class _EvalGroup(typer.core.TyperGroup):
+    """``coherence eval [RUN] [--model ...]`` runs the suites; ``coherence eval <subcommand>`` (such as
+    ``score-kobbq``) runs that subcommand: an argument that names no subcommand goes to ``run``."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> Any:
+        if not args or args[0] not in self.commands:
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+eval_app = typer.Typer(cls=_EvalGroup, help="Measure what training changed (suites on Inspect AI).",
+                       no_args_is_help=False)
+app.add_typer(eval_app, name="eval")
+
+
+# --- KoBBQ scoring and judge calibration (coherence.evaluate.kobbq, .calibrate) ---
+
+judge_app = typer.Typer(help="Measure the judges.", no_args_is_help=True)
+app.add_typer(judge_app, name="judge")
+
+
+def _write_json(data: Any, out: Optional[Path]) -> None:
+    import json
+
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+
+
+@eval_app.command("score-kobbq")
+def eval_score_kobbq(
+    file: Annotated[Path, typer.Argument(help="KoBBQ TSV (its columns) whose `prediction` column holds raw outputs.")],
+    prompt_id: Annotated[Optional[int], typer.Option(help="KoBBQ prompt 1-5 the answers were made with, for rows "
+                                                          "without a prompt_id column (default 1).")] = None,
+    mode: Annotated[str, typer.Option(help="pooled (KoBBQ's test mode) | template_mean (its all mode).")] = "pooled",
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the metrics here.")] = None,
+) -> None:
+    """Score raw model outputs on KoBBQ exactly as KoBBQ's evaluation code does; print the metrics as JSON."""
+    import json
+
+    from coherence.evaluate.kobbq import score_tsv
+
+    try:
+        result = score_tsv(file, prompt_id=prompt_id, mode=mode)
+    except CoherenceError as exc:
+        _fail(exc)
+    _write_json(result, json_out)
+    print(json.dumps(result, ensure_ascii=False, indent=2))
 
 
 def main() -> None:  # pragma: no cover
