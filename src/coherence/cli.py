@@ -450,5 +450,43 @@ def eval_score_kobbq(
     print(json.dumps(result, ensure_ascii=False, indent=2))
 
 
+@judge_app.command("calibrate")
+def judge_calibrate(
+    judge: Annotated[str, typer.Option(help="offline:judge, offline:judge-morph, offline:judge-strict or an LLM spec.")],
+    data: Annotated[Path, typer.Option(help="JSONL: text (or query + response), label harmful/benign or 1/0, "
+                                            "optional subcategory.")],
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Run config (pack, thresholds).")] = None,
+    pack: Annotated[Optional[str], typer.Option(help="Pack name or folder instead of the config's.")] = None,
+    api_base: Annotated[Optional[str], typer.Option(help="OpenAI-compatible server of an LLM judge.")] = None,
+    api_key_env: Annotated[Optional[str], typer.Option(help="Variable holding its key.")] = None,
+    store: Annotated[Path, typer.Option(help="SQLite cache of the judge's calls.")] = Path("runs/_calibrate/calls.db"),
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the figures and rows here.")] = None,
+) -> None:
+    """Measure a judge against human labels: n, accuracy, Cohen's kappa, F1, confusion matrix."""
+    from coherence.evaluate.calibrate import calibrate
+
+    try:
+        r = calibrate(judge, data, config=config, pack=pack, store_path=store, api_base=api_base,
+                      api_key_env=api_key_env)
+    except CoherenceError as exc:
+        _fail(exc)
+    _write_json(r, json_out)
+    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    table = Table(title=f"{r['judge']} vs human labels ({r['data']}; thresholds: response harm >= "
+                        f"{r['thresholds']['response_harm']}, query harm >= {r['thresholds']['query_harm']})")
+    for col in ("rows", "n", "accuracy", "kappa", "precision", "recall", "F1", "tp", "fp", "fn", "tn"):
+        table.add_column(col, justify="left" if col == "rows" else "right")
+    for name, m in (("all", r), *sorted(r["by_task"].items())):
+        c = m["confusion"]
+        table.add_row(name, str(m["n"]), fmt(m["accuracy"]), fmt(m["kappa"]), fmt(m["precision"]),
+                      fmt(m["recall"]), fmt(m["f1"]), str(c["tp"]), str(c["fp"]), str(c["fn"]), str(c["tn"]))
+    console.print(table)
+    console.print(f"{r['n_unscored']} of {r['n_rows']} rows unscored (unparseable verdicts); model calls: "
+                  f"{r['calls']['made']} made, {r['calls']['cached']} from cache")
+    if r["offline_judge"]:
+        console.print("[yellow]offline heuristic judge:[/] a stand-in that exercises the pipeline, not a "
+                      "measuring instrument; these figures say what it is worth, not how safe anything is")
+
+
 def main() -> None:  # pragma: no cover
     app()
