@@ -137,3 +137,12 @@ def test_cli_score_kobbq_prints_json(tmp_path):
     assert json.loads(out.read_text(encoding="utf-8")) == printed
     res = CliRunner().invoke(app, ["eval", "score-kobbq", str(tmp_path / "missing.tsv")])
     assert res.exit_code == 2 and "no such KoBBQ TSV" in res.output and "Traceback" not in res.output
+
+
+def test_metric_rows_for_results_json():
+    rows = kobbq.metric_rows(kobbq.score_tsv(FIXTURE), label="base")
+    assert len(rows) == 5 * 3  # overall, age, ses
+    acc = next(r for r in rows if r["metric"] == "kobbq/acc_dis" and r["group"] == "all")
+    assert acc == {"suite": "bias", "metric": "kobbq/acc_dis", "group": "all", "model": "base", "value": 0.75,
+                   "n": 4, "ci": None}
+    assert next(r for r in rows if r["metric"] == "kobbq/ooc_ratio" and r["group"] == "category:ses")["n"] == 2

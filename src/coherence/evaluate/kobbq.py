@@ -453,3 +453,18 @@ def score_tsv(path: str | Path, *, prompt_id: int | None = None, mode: str = "po
     result = score(rows, prompt_id=prompt_id, mode=mode)
     result["file"] = str(path)
     return result
+
+
+def metric_rows(result: dict[str, Any], *, label: str, suite: str = "bias") -> list[dict[str, Any]]:
+    """``results.json`` metric rows of a :func:`score` result: the 5 metrics overall (``group: all``) and per
+    category (``category:<c>``), named ``kobbq/<metric>``; ``n`` is the answers each is computed over (all
+    answers for the ooc ratio, the in-choice ambiguous or disambiguated ones for the rest). ``ci`` is left
+    None for the caller's interval method."""
+    count = {"ooc_ratio": "n", "acc_amb": "n_amb", "diff_bias_amb": "n_amb", "acc_dis": "n_dis",
+             "diff_bias_dis": "n_dis"}
+    rows = []
+    for group, m in [("all", result["overall"]), *((f"category:{c}", v) for c, v in result["by_category"].items())]:
+        for name in METRICS:
+            rows.append({"suite": suite, "metric": f"kobbq/{name}", "group": group, "model": label,
+                         "value": m[name], "n": m[count[name]], "ci": None})
+    return rows
