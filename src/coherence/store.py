@@ -293,12 +293,20 @@ class Store:
         return number
 
     def reopen_refused(self) -> int:
-        """``--retry-refused``: seeds stopped by a provider refusal in stage B or C are open again (at the
-        attempt, or the generators, that were refused; the refused calls are sent again). Returns how many."""
+        """``--retry-refused``: the seeds a provider refusal stopped are open again where it stopped them
+        (an attacker's refusal: at that attempt; every generator's: at stage C; the query judge's or a
+        filter judge's: that judgement), so their refused calls are sent again. A target's block stays an
+        attempt scored as a refusal, and a slot filler's refusal stays as it is. Returns how many."""
+        refused_vote = ("SELECT 1 FROM verdicts v WHERE v.seed_id = seeds.id AND v.task = ? AND "
+                        "v.detail LIKE '%\"provider_refused\"%'")
         with self.transaction() as db:
-            cur = db.execute("UPDATE seeds SET status = CASE stage WHEN 'attack' THEN 'active' ELSE 'jailbroken' END, "
-                             "reason = '' WHERE status = 'provider_refused' AND stage IN ('attack', 'respond')")
-            return cur.rowcount
+            n = db.execute("UPDATE seeds SET status = CASE stage WHEN 'attack' THEN 'active' ELSE 'jailbroken' END, "
+                           "reason = '' WHERE status = 'provider_refused' AND stage IN ('attack', 'respond')").rowcount
+            n += db.execute(f"UPDATE seeds SET status = 'jailbroken', reason = '' WHERE status = 'query_rejected' "
+                            f"AND EXISTS ({refused_vote})", ("query_harm",)).rowcount
+            n += db.execute(f"UPDATE seeds SET status = 'responded', stage = 'respond', reason = '' WHERE "
+                            f"status = 'rejected' AND EXISTS ({refused_vote})", ("filter",)).rowcount
+            return n
 
     def refused_seeds(self) -> dict[str, int]:
         """Seeds stopped by a provider refusal, per stage (``seed``: slot filler, ``attack``: attacker,
