@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from coherence.errors import CoherenceError
+from coherence.paths import check_output, mark, remove_owned, safe_name
 from coherence.train import data as tdata
 from coherence.train.base import resolve_base
 from coherence.train.card import model_card
@@ -195,13 +196,15 @@ def train(
     resolved = resolve(cfg)
     base, _ = resolve_base(cfg.base)
     name = cfg.name or f"{_slug(cfg.base or 'model')}-dpo"
+    safe_name(name, what="--name", fix="give a plain name such as smollm2-dpo; use --out for another folder")
     job = output_dir(source, name=name, runs_dir=runs_dir, out=out)
+    check_output(job, "train", what="--out" if out is not None else "--name")
     record = _record(cfg, resolved, base=base, source=source)
     from accelerate import PartialState
 
     state = PartialState()  # under `accelerate launch`, only the main process writes the job's files
     if overwrite and state.is_main_process:
-        shutil.rmtree(job, ignore_errors=True)
+        remove_owned(job, "train", what="--out" if out is not None else "--name")
     state.wait_for_everyone()
     if job.exists() and (job / "train_config.json").is_file():
         before = json.loads((job / "train_config.json").read_text(encoding="utf-8"))
@@ -211,7 +214,8 @@ def train(
         if (job / "result.json").is_file():
             say(f"already trained: {job} (nothing to do; --overwrite to train again)")
             return json.loads((job / "result.json").read_text(encoding="utf-8"))
-    job.mkdir(parents=True, exist_ok=True)
+    if state.is_main_process:
+        mark(job, "train")
     for note in resolved.notes:
         say(f"note: {note}")
 
