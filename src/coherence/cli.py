@@ -53,26 +53,30 @@ def run(
     run_id: Annotated[Optional[str], typer.Option(help="Name of a new run (default: from config+pack).")] = None,
     runs_dir: Annotated[Optional[Path], typer.Option(help="Where runs are created (default: ./runs).")] = None,
     max_minutes: Annotated[Optional[float], typer.Option(
-        help="Time budget of this invocation (default 12 min); run again to continue. 0: none.")] = None,
+        help="Time budget of this invocation (default: none, 12 min for the built-in offline default run); "
+             "run again to continue. 0: none.")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
     dry_run: Annotated[bool, typer.Option(help="Estimate calls, tokens and cost per role; spend nothing.")] = False,
     max_cost: Annotated[Optional[float], typer.Option(
         help="USD the run may spend in all (every invocation together); it stops cleanly before a call "
              "would exceed it. Resume with a higher limit.")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help=(
+        "Any config field: KEY=VALUE with dotted keys (pipeline.target_count=20, pipeline.max_minutes=null). "
+        "Repeatable; applied after --config."))] = None,
     retry_refused: Annotated[bool, typer.Option(
         help="Send again the prompts a provider refused (content policy, context length) in an earlier "
              "invocation; without it a resume keeps those refusals.")] = False,
 ) -> None:
     """Run stages A-D and export DPO triplets to runs/<id>/."""
-    from coherence.config import load_config
+    from coherence.config import given, load_config, parse_set
     from coherence.pipeline.runner import prepare_run, run_async
 
     _setup_logging()
     run_dir: Path | None = None
     try:
-        cfg = load_config(config, {"pack": pack, "pipeline.target_count": target_count,
-                                   "pipeline.seeds_per_template": seeds_per_template,
-                                   "runs_dir": str(runs_dir) if runs_dir else None})
+        cfg = load_config(config, given({"pack": pack, "pipeline.target_count": target_count,
+                                         "pipeline.seeds_per_template": seeds_per_template,
+                                         "runs_dir": str(runs_dir) if runs_dir else None}) | parse_set(set_))
         if dry_run:
             _print_estimate(cfg)
             return
@@ -121,7 +125,8 @@ def _print_estimate(cfg: Any) -> None:
     console.print(f"expected accepted triplets: {est['expected_accepted']:,} of target_count {cfg.pipeline.target_count:,}")
     for warning in est["warnings"]:
         console.print(f"[yellow]warning:[/] {warning}")
-    console.print("nothing was called; tokens are ~3 characters each, completions at each role's max_tokens")
+    console.print("nothing was called; tokens are UTF-8 bytes / 3 (the estimator of --max-cost); the maximum "
+                  "prices every completion at what --max-cost reserves (max_tokens, else the model's maximum output)")
 
 
 def _print_summary(summary: dict[str, Any], run_dir: Path) -> None:
@@ -348,15 +353,16 @@ def train(
     runs_dir: Annotated[Path, typer.Option(help="Where run ids are looked up.")] = Path("runs"),
 ) -> None:
     """DPO-train a LoRA adapter on a run's triplets (the paper's QLoRA recipe on CUDA, LoRA on CPU)."""
+    from coherence.config import given
     from coherence.train.config import load_train_config, parse_set
     from coherence.train.trainer import train as run_training
 
     _setup_logging()
     try:
-        flags = {"base": base, "name": name, "max_triplets": max_triplets, "eval_size": eval_size, "device": device,
-                 "quantization": quantization, "seed": seed, "merge": merge or None,
-                 "dpo.num_train_epochs": epochs, "dpo.max_steps": max_steps, "dpo.learning_rate": lr,
-                 "dpo.beta": beta, "dpo.max_length": max_length, **parse_set(set_)}
+        flags = {**given({"base": base, "name": name, "max_triplets": max_triplets, "eval_size": eval_size,
+                          "device": device, "quantization": quantization, "seed": seed, "merge": merge or None,
+                          "dpo.num_train_epochs": epochs, "dpo.max_steps": max_steps, "dpo.learning_rate": lr,
+                          "dpo.beta": beta, "dpo.max_length": max_length}), **parse_set(set_)}
         cfg = load_train_config(config, flags)
         result = run_training(source, cfg=cfg, runs_dir=runs_dir, out=out, overwrite=overwrite,
                               say=lambda s: console.print(s, highlight=False, soft_wrap=True))

@@ -151,6 +151,21 @@ def _unit_prices(model: str) -> tuple[float, float] | None:
         return None
 
 
+@functools.lru_cache(maxsize=256)
+def max_output_tokens(model: str) -> int | None:
+    """The model's maximum output (reasoning included) from LiteLLM's local model info; None if unknown."""
+    if ":" in model.split("/")[0]:
+        return None  # our own providers
+    import litellm
+
+    try:
+        info = litellm.get_model_info(model)
+    except Exception:  # noqa: BLE001 - a model LiteLLM does not know
+        return None
+    value = info.get("max_output_tokens") or info.get("max_tokens")
+    return int(value) if value else None
+
+
 def price(spec: ModelSpec, prompt_tokens: float, completion_tokens: float) -> float | None:
     """USD for one call: the spec's own ``price`` if it sets one, else LiteLLM's local price table;
     0 for our own providers, None if unpriced."""
