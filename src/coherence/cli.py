@@ -124,7 +124,7 @@ def _print_estimate(cfg: Any) -> None:
                   + (f"; no price known for {', '.join(est['unpriced_models'])}" if est["unpriced_models"] else ""))
     console.print(f"expected accepted triplets: {est['expected_accepted']:,} of target_count {cfg.pipeline.target_count:,}")
     for warning in est["warnings"]:
-        console.print(f"[yellow]warning:[/] {warning}")
+        console.print(f"[yellow]warning:[/] {escape(warning)}")
     console.print("nothing was called; tokens are UTF-8 bytes / 3 (the estimator of --max-cost); the maximum "
                   "prices every completion at what --max-cost reserves (max_tokens, else the model's maximum output)")
 
@@ -145,7 +145,7 @@ def _print_summary(summary: dict[str, Any], run_dir: Path) -> None:
     per = ", ".join(f"{d} {n}/{summary['quota_per_domain'][d]}" for d, n in summary["accepted_per_domain"].items())
     console.print(f"accepted per domain: {per}")
     for domain, why in summary.get("domains_given_up", {}).items():
-        console.print(f"[yellow]domain {domain} given up:[/] {why}")
+        console.print(f"[yellow]domain {domain} given up:[/] {escape(why)}")
     inv = summary["this_invocation"]
     console.print(f"model calls: {inv['model_calls_made']} made, {inv['model_calls_cached']} from cache; "
                   f"tokens {inv['input_tokens']} in / {inv['output_tokens']} out; cost ${inv['cost_usd']:.4f}; "
@@ -207,7 +207,7 @@ def pack_list() -> None:
             pack = load_pack(path, check=False)
             console.print(f"{name}\t{pack.meta.version}\t{pack.meta.title}\t{path}")
         except CoherenceError as exc:
-            console.print(f"{name}\t(broken: {exc})")
+            console.print(f"{name}\t(broken: {exc})", markup=False)
 
 
 @pack_app.command("show")
@@ -270,7 +270,7 @@ def pack_expand(
     except CoherenceError as exc:
         _fail(exc)
     for p in new:
-        console.print(f"{p.id}\t{p.kind}\t{p.text}", highlight=False)
+        console.print(f"{p.id}\t{p.kind}\t{p.text}", highlight=False, markup=False)
     console.print(f"{len(new)} proposals written as status: proposed; review them, then "
                   f"`coherence pack accept {name} --id ID --reviewer NAME`")
 
@@ -295,7 +295,7 @@ def pack_accept(
             pending = [p for p in data.get("proposals", []) if p.get("status") == "proposed"]
             for p in pending:
                 console.print(f"{p['id']}\t{p['kind']}\t{p.get('slot') or p.get('subcategory')}\t{p['text']}"
-                              f"\t({p['model']})", highlight=False)
+                              f"\t({p['model']})", highlight=False, markup=False)
             console.print(f"{len(pending)} pending")
             return
         if not reviewer:

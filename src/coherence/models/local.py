@@ -54,6 +54,10 @@ def smollm2_gguf() -> Path:
     return path
 
 
+HUB_IDS = {"smollm2": "HuggingFaceTB/SmolLM2-135M-Instruct"}
+"""Hugging Face Hub ids of the models ``local:<name>`` bundles (what a trained adapter names as its base)."""
+
+
 def resolve_local(name: str) -> Path | str:
     """Folder to load ``local:<name>`` from, converting SmolLM2's GGUF once if needed."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

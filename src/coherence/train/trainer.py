@@ -21,7 +21,7 @@ from typing import Any
 from coherence.errors import CoherenceError
 from coherence.paths import check_output, mark, remove_owned, safe_name
 from coherence.train import data as tdata
-from coherence.train.base import resolve_base
+from coherence.train.base import hub_id, resolve_base
 from coherence.train.card import model_card
 from coherence.train.config import Resolved, TrainConfig, bnb_config, dpo_config, lora_config, resolve
 from coherence.train.metrics import collect, make_callback, plot
@@ -121,11 +121,21 @@ def _record(cfg: TrainConfig, resolved: Resolved, *, base: str, source: tdata.So
         "config": cfg.model_dump(mode="json"),
         "resolved": resolved.as_dict(),
         "base": {"spec": cfg.base, "load_from": base},
+        "base_hub_id": hub_id(cfg.base, base),
         "source": {"path": str(source.path), "run": source.run_dir.name if source.run_dir else None,
                    "packs": source.packs, "available": len(source.rows),
                    "offline_roles": _offline_roles(source.rows)},
         "versions": _versions(),
     }
+
+
+def _name_base(config: Path, base: str) -> None:
+    """Name the base by its Hub id in ``adapter_config.json`` (PEFT records the local path it loaded),
+    so that ``PeftModel.from_pretrained`` finds it on another machine."""
+    if config.is_file():
+        data = json.loads(config.read_text(encoding="utf-8"))
+        data["base_model_name_or_path"] = base
+        config.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def _same_job(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -258,6 +268,8 @@ def train(
     adapter = job / "adapter"
     trainer.save_model(str(adapter))
     trainer.processing_class.save_pretrained(str(adapter))
+    if state.is_main_process:
+        _name_base(adapter / "adapter_config.json", record["base_hub_id"])
     wall = round(time.monotonic() - started, 1)
     if not state.is_main_process:
         return {"name": name, "job": str(job), "adapter": str(adapter), "steps": steps}
