@@ -51,7 +51,9 @@ class ModelSpec(BaseModel):
     tightest a member sets), e.g. several models behind one vLLM server or one provider account.
     None: the bound of the spec's endpoint (model + ``api_base``)."""
     timeout: float = Field(default=120.0, gt=0)
-    """Seconds before one request is abandoned and retried."""
+    """Seconds before one request is abandoned and retried. For ``local:`` models, seconds its
+    generation may take, not counting the time it waits behind other batches; an answer that comes
+    after the caller gave up serves the retry."""
     max_retries: int = Field(default=5, ge=0)
     """Retries of 429, 5xx and timeouts, with exponential backoff."""
     params: dict[str, Any] = Field(default_factory=dict)

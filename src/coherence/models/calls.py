@@ -393,9 +393,10 @@ class Model:
                 started = time.monotonic()
                 self.in_flight += 1
                 try:
+                    # a provider that bounds its own work (a local model: the generation, not its queue)
                     out = await asyncio.wait_for(
                         self.api.generate_async(messages=messages, params=params, task=task),
-                        timeout=self.spec.timeout)
+                        timeout=None if getattr(self.api, "owns_timeout", False) else self.spec.timeout)
                     return out, time.monotonic() - started
                 except (TransientError, asyncio.TimeoutError) as exc:
                     kind = exc.kind if isinstance(exc, TransientError) else "timeout"
