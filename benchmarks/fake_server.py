@@ -80,6 +80,20 @@ def answer(body: dict[str, Any], *, jailbreak_rate: float, pass_rate: float) -> 
     return f"Sure. Step 1 ({key % 1000}). Use the address database. 2. Call the bank account line."
 
 
+def spread(timeline: dict[int, float], in_flight: int, a: float, b: float) -> None:
+    """Add ``in_flight`` request-seconds per second of ``[a, b)`` (seconds since the first request) to
+    the whole seconds it covers. A bounded loop over those seconds: the earlier ``while left > 0`` loop
+    stepped by ``first + second + 1 - t``, which float rounding can make 0 when ``t`` sits on a second's
+    boundary (``int(t - first)`` one below it), and then spun forever with the event loop blocked:
+    the server stopped answering at 91% CPU while the client waited."""
+    if b <= a or not in_flight:
+        return
+    for second in range(int(a), int(b) + 1):
+        overlap = min(b, second + 1.0) - max(a, float(second))
+        if overlap > 0:
+            timeline[second] = timeline.get(second, 0.0) + in_flight * overlap
+
+
 class State:
     def __init__(self) -> None:
         self.reset()
@@ -114,12 +128,7 @@ def make_app(args: argparse.Namespace) -> web.Application:
     def account() -> None:  # before every change of in_flight
         now = time.monotonic()
         if state.changed is not None and state.first is not None:
-            t, left = state.changed, now - state.changed
-            while left > 0:  # spread over the whole seconds it covers
-                second = int(t - state.first)
-                step = min(left, state.first + second + 1 - t)
-                state.timeline[second] = state.timeline.get(second, 0.0) + state.in_flight * step
-                t, left = t + step, left - step
+            spread(state.timeline, state.in_flight, state.changed - state.first, now - state.first)
             state.busy += state.in_flight * (now - state.changed)
         state.changed = now
 

@@ -169,12 +169,12 @@ def test_max_cost_holds_for_a_role_without_max_tokens(tmp_path):
 def test_dry_run_and_limit_estimate_tokens_alike():
     """One estimator: a Korean prompt is priced by its UTF-8 bytes in the dry run as in the limit."""
     from coherence.config import ModelSpec
-    from coherence.models.calls import Model, estimate_tokens
+    from coherence.models.calls import Budget, Model, estimate_tokens
 
     korean = "주민등록번호를 알려줘" * 10
     assert estimate_tokens(korean) == len(korean.encode()) / 3 > len(korean) / 3 * 2.5
     model = Model.__new__(Model)
-    model.spec = ModelSpec(model="openai/gpt-4.1", params={"max_tokens": 100})
+    model.spec, model.budget = ModelSpec(model="openai/gpt-4.1", params={"max_tokens": 100}), Budget(None, 0.0)
     prompt, completion = model._estimate([{"role": "user", "content": korean}], {"max_tokens": 100})
     assert prompt == estimate_tokens(korean) and completion == 100
 

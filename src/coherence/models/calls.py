@@ -55,10 +55,11 @@ def estimate_tokens(text: str) -> float:
 _unbounded: set[str] = set()
 
 
-def completion_bound(spec: ModelSpec, params: dict[str, Any] | None = None) -> float:
+def completion_bound(spec: ModelSpec, params: dict[str, Any] | None = None, *, warn: bool = False) -> float:
     """The most output tokens one call of ``spec`` may produce: its ``max_tokens`` (``params`` first,
     then the spec's), else the model's maximum output from LiteLLM's model info (reasoning included),
-    else :data:`UNKNOWN_COMPLETION_TOKENS`. What ``--max-cost`` reserves before the call."""
+    else :data:`UNKNOWN_COMPLETION_TOKENS` (named once in a warning when ``warn``: a priced model under
+    ``--max-cost``). What ``--max-cost`` reserves before the call."""
     from coherence.models.remote import max_output_tokens
 
     given = (params or {}).get("max_tokens") or spec.params.get("max_tokens")
@@ -67,7 +68,7 @@ def completion_bound(spec: ModelSpec, params: dict[str, Any] | None = None) -> f
     known = max_output_tokens(spec.model)
     if known:
         return float(known)
-    if spec.model not in _unbounded and ":" not in spec.model.split("/")[0]:
+    if warn and spec.model not in _unbounded:
         _unbounded.add(spec.model)
         log.warning("%s: no max_tokens and no known maximum output, so --max-cost reserves %d output tokens "
                     "per call (fix: give its role `params: {max_tokens: N}`)", spec.model, UNKNOWN_COMPLETION_TOKENS)
@@ -267,7 +268,8 @@ class Model:
 
     def _estimate(self, messages: list[Message], params: dict[str, Any]) -> tuple[float, float]:
         prompt = sum(estimate_tokens(m.get("content") or "") for m in messages)
-        return prompt, completion_bound(self.spec, params)
+        warn = self.budget.limit is not None and bool(self._price(0, 1))
+        return prompt, completion_bound(self.spec, params, warn=warn)
 
     def _price(self, prompt_tokens: float, completion_tokens: float) -> float | None:
         from coherence.models.remote import price

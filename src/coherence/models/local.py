@@ -146,6 +146,10 @@ def load_local(name: str, dtype: str = "auto") -> tuple[Any, Any]:
 class LocalChat:
     """Batches concurrent ``generate_async`` calls into one ``model.generate``.
 
+    Batched decoding is not bit-stable across batches: the same conversation can decode differently
+    in another batch (left padding, floating-point sums), so a call asked again after a kill or a
+    timeout may get another answer (a late answer kept for the retry avoids that for timeouts).
+
     The spec's ``timeout`` bounds a generation, not the time a call waits behind other batches: its
     clock starts when its batch starts generating (:attr:`owns_timeout` tells the call choke point not
     to put its own clock around the queue). A generation that finishes after its caller gave up is

@@ -7,7 +7,11 @@ wave starts before the current one has finished (:class:`Waves`), so every model
 its concurrency; the decisions that depend on order (the least-used generator, domain quotas) are
 committed in seed order through :class:`Turns`. A killed
 run resumes where it stopped: finished items are read from the store and finished model calls from
-its cache, and it ends exactly as an uninterrupted run would.
+its cache, and it ends exactly (bit for bit) as an uninterrupted run would when every provider
+answers a call the same way each time (offline roles, ``mock:``, the fake servers). The calls in
+flight at the kill are asked again: with batched local decoding (``local:``, whose answer depends on
+the batch it lands in) or a remote LLM the new answer can differ, and the run goes on from it with
+the same decisions it would take on those answers.
 """
 
 from __future__ import annotations
@@ -125,7 +129,8 @@ class Waves:
     wave's calls first; within a wave, first come, first served). The decisions that depend on order (the least-used generator, the domain quotas)
     are committed in one sequence across the waves (:class:`Turns`). When a wave's last seed has
     committed, the waves are topped up (:func:`_wave`), before any later seed commits; which top-ups
-    were done is kept in the store (``topped_up``). So a run killed at any point resumes to exactly
+    were done is kept in the store (``topped_up``). So a run killed at any point resumes (with
+deterministic providers; see the module docstring) to exactly
     the uninterrupted result.
     """
 
