@@ -396,5 +396,26 @@ def generate(
         console.print(f"{len(rows)} answers -> {out}")
 
 
+# --- report: `coherence report` (coherence.report) ---
+
+
+@app.command()
+def report(
+    path: Annotated[Path, typer.Argument(help="A run folder (runs/<id>/, has run.db) or an eval folder (has results.json).")],
+    out: Annotated[Optional[Path], typer.Option(help="HTML file to write (default: <path>/report.html).")] = None,
+    eval_: Annotated[Optional[list[Path]], typer.Option("--eval", help=(
+        "An eval folder to include in a run's report (its own <run>/evals/*/ are included anyway). Repeatable."))] = None,
+) -> None:
+    """Write one self-contained HTML report (opens offline) of a run or an eval."""
+    from coherence.report import build_report
+
+    try:
+        human_review = None  # the review app's section (coherence.review) goes here: a dict, see build_report
+        written = build_report(path, out=out, evals=eval_ or [], human_review=human_review)
+    except CoherenceError as exc:
+        _fail(exc)
+    console.print(f"report: {written}")
+
+
 def main() -> None:  # pragma: no cover
     app()
