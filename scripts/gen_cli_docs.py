@@ -16,11 +16,9 @@ ENV = {"TERMINAL_WIDTH": "100", "COLUMNS": "100", "NO_COLOR": "1", "TERM": "dumb
 
 def _commands(group, path):
     """(command path, click command) depth first, in the order the CLI lists them."""
-    import click
-
     yield path, group
-    if isinstance(group, click.Group):
-        ctx = click.Context(group, info_name=path[-1])
+    if hasattr(group, "list_commands"):  # a group (typer may carry its own copy of click: no isinstance)
+        ctx = group.context_class(group, info_name=path[-1])
         for name in group.list_commands(ctx):
             yield from _commands(group.get_command(ctx, name), [*path, name])
 
@@ -40,7 +38,7 @@ def render() -> str:
                  "Generated from `--help` by `python scripts/gen_cli_docs.py`; do not edit by hand "
                  "(`tests/test_cli_docs.py` fails when it is stale).", ""]
         for path, _ in _commands(typer.main.get_command(app), ["coherence"]):
-            result = runner.invoke(app, [*path[1:], "--help"], env=ENV, color=False)
+            result = runner.invoke(app, [*path[1:], "--help"], env=ENV, color=False, prog_name="coherence")
             text = "\n".join(line.rstrip() for line in result.output.strip("\n").splitlines())
             parts += [f"{'#' * min(len(path) + 1, 4)} `{' '.join(path)}`", "", "```", text, "```", ""]
         return "\n".join(parts)

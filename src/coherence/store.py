@@ -351,12 +351,12 @@ class Store:
     def report_call_stats(self) -> list[dict[str, Any]]:
         """(role, model, calls, input_tokens, output_tokens, cost, latency_sum) per role and model."""
         return self._rows("SELECT role, model, COUNT(*) AS calls, COALESCE(SUM(input_tokens), 0) AS input_tokens, "
-                          "COALESCE(SUM(output_tokens), 0) AS output_tokens, COALESCE(SUM(cost), 0) AS cost, "
+                          "COALESCE(SUM(output_tokens), 0) AS output_tokens, COALESCE(SUM(cost), 0.0) AS cost, "
                           "COALESCE(SUM(latency), 0) AS latency_sum FROM calls GROUP BY role, model ORDER BY role")
 
     def report_latencies(self) -> list[dict[str, Any]]:
-        """(role, latency) of every recorded call (for percentiles)."""
-        return self._rows("SELECT role, latency FROM calls WHERE latency IS NOT NULL ORDER BY role")
+        """(role, model, latency) of every recorded call (for percentiles)."""
+        return self._rows("SELECT role, model, latency FROM calls WHERE latency IS NOT NULL ORDER BY role, model")
 
     def report_call_errors(self) -> list[dict[str, Any]]:
         """(role, kind, n) of the recorded call errors."""

@@ -66,7 +66,7 @@ def grouped_bars(categories: list[str], series: dict[str, list[float]], *, name:
     ax.grid(axis="x" if horizontal else "y", alpha=0.3)
     ax.set_axisbelow(True)
     if len(series) > 1:
-        ax.legend(fontsize=7, frameon=False)
+        ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1))
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
     return _svg(fig, name)
@@ -110,7 +110,7 @@ def lines(panels: list[tuple[str, dict[str, list[tuple[float, float]]]]], *, nam
         ax.set_xlabel("step", fontsize=8)
         ax.grid(alpha=0.3)
         if ax.lines:
-            ax.legend(fontsize=7, frameon=False)
+            ax.legend(fontsize=7, frameon=False, loc="best")
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
     fig.suptitle(title, fontsize=10)

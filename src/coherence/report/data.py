@@ -139,19 +139,33 @@ def _percentile(values: list[float], q: float) -> float | None:
 def call_rows(stats: list[dict[str, Any]], latencies: list[dict[str, Any]],
               errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Calls, tokens, cost and latency (mean, p50, p95) per role and model, with error counts."""
-    lat: dict[str, list[float]] = defaultdict(list)
+    lat: dict[tuple[str, str], list[float]] = defaultdict(list)
     for r in latencies:
-        lat[r["role"]].append(float(r["latency"]))
+        lat[(r["role"], r["model"])].append(float(r["latency"]))
     errs: dict[str, dict[str, int]] = defaultdict(dict)
     for e in errors:
         errs[e["role"]][e["kind"]] = e["n"]
     rows = []
     for s in stats:
-        values = lat.get(s["role"], [])
+        values = lat.get((s["role"], s["model"]), [])
         rows.append({**s, "latency_mean": s["latency_sum"] / s["calls"] if s["calls"] else None,
                      "p50": _percentile(values, 0.5), "p95": _percentile(values, 0.95),
                      "errors": errs.get(s["role"], {})})
     return rows
+
+
+#: What a seed's final status means, for the "where seeds stopped" table.
+STATUS_MEANING = {
+    "duplicate": "a near-duplicate of an earlier seed (stage A)", "empty": "the slot filler gave nothing (stage A)",
+    "active": "not attacked: the domain quotas were met (or the budget ran out) first",
+    "no_jailbreak": "the target resisted every attempt (stage B)",
+    "jailbroken": "jailbroken, stage C not done yet (the budget ran out)",
+    "query_rejected": "the query judge found the attacked query not harmful enough (stage C)",
+    "no_candidate": "every r+ candidate was empty or unscored (stage C)",
+    "responded": "r+ chosen, stage D not done yet (the budget ran out)",
+    "rejected": "a filter judge voted no (stage D, unanimous rule)",
+    "over_quota": "passed the filter, but its domain already had its quota",
+}
 
 
 def stop_reason_rows(reasons: list[dict[str, Any]], votes: list[dict[str, Any]]) -> dict[str, Any]:
@@ -165,6 +179,7 @@ def stop_reason_rows(reasons: list[dict[str, Any]], votes: list[dict[str, Any]])
             if not ok:
                 criteria[v["judge"]][name] += 1
     names = sorted({c for per in criteria.values() for c in per})
+    reasons = [{**r, "meaning": STATUS_MEANING.get(r["status"], "")} for r in reasons]
     return {"reasons": reasons, "criteria": names,
             "failures": [{"judge": j, "counts": [per.get(c, 0) for c in names]} for j, per in sorted(criteria.items())]}
 

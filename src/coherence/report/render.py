@@ -57,9 +57,10 @@ def run_charts(data: dict[str, Any]) -> dict[str, str]:
     for task in dict.fromkeys(v["task"] for v in data["verdicts"]):
         rows = [v for v in data["verdicts"] if v["task"] == task]
         keys = sorted({k for v in rows for k in v["counts"]}, key=lambda k: (not k.isdigit(), k))
+        title = task.replace("_", " ") + (f" ({rows[0]['judge']})" if len(rows) == 1 else "")
         out[f"verdicts_{task}"] = charts.grouped_bars(
             keys, {v["judge"]: [v["counts"].get(k, 0) for k in keys] for v in rows},
-            name=f"verdicts_{task}", title=task.replace("_", " "), ylabel="verdicts", height=2.6)
+            name=f"verdicts_{task}", title=title, ylabel="verdicts", height=2.6)
     st = data["stops"]
     if st["failures"]:
         out["criteria"] = charts.grouped_bars(
@@ -67,9 +68,9 @@ def run_charts(data: dict[str, Any]) -> dict[str, str]:
             title="filter criteria failed, per judge", ylabel="votes failing it", horizontal=True)
     if data["calls"]:
         out["latency"] = charts.grouped_bars(
-            [f"{c['role']}" for c in data["calls"]],
+            [f"{c['role']} · {c['model']}" for c in data["calls"]],
             {"mean": [c["latency_mean"] for c in data["calls"]], "p95": [c["p95"] for c in data["calls"]]},
-            name="latency", title="latency per call (cache misses recorded)", ylabel="seconds", horizontal=True)
+            name="latency", title="latency per call", ylabel="seconds", horizontal=True)
     for i, job in enumerate(data["training"]):
         out[f"train_{i}"] = train_chart(job, name=f"train_{i}")
     for i, ev in enumerate(data["evals"]):
