@@ -96,7 +96,7 @@ def test_every_section_is_present_and_filled(run_dir, html):
     assert sample.count('<details class="triplet"') == len(data["sample"]) > 0
     assert "offline" in _section(html, "overview")  # offline roles are named as stand-ins
     costs = _section(html, "costs")
-    assert "<td>generator</td>" in costs and "<td>target</td>" in costs and "mock:xss" in costs
+    assert "<td>generators[0]</td>" in costs and "<td>target</td>" in costs and "mock:xss" in costs
 
 
 def test_model_text_is_escaped(html):

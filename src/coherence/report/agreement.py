@@ -46,18 +46,22 @@ def alpha(units: dict[str, dict[str, Any]], *, level: str = "nominal") -> dict[s
 
 
 def filter_agreement(votes: list[dict[str, Any]]) -> dict[str, Any]:
-    """Alpha between the stage-D judges on the overall pass/fail and on each of the six criteria.
+    """Alpha between the stage-D judges (each role slot one rater, so the same model in two slots
+    counts twice) on the overall pass/fail and on each of the six criteria.
 
     Args:
-        votes: the Store's ``report_filter_votes()`` rows (seed_id, judge, passed, detail).
+        votes: the Store's ``report_filter_votes()`` rows (seed_id, slot, judge, passed, detail).
     """
     overall: dict[str, dict[str, Any]] = defaultdict(dict)
     criteria: dict[str, dict[str, dict[str, Any]]] = defaultdict(lambda: defaultdict(dict))
+    labels: dict[str, str] = {}
     for v in votes:
-        overall[v["seed_id"]][v["judge"]] = None if v["passed"] is None else bool(v["passed"])
+        who = v.get("slot") or v["judge"]
+        labels[who] = f"{who} · {v['judge']}" if who != v["judge"] else who
+        overall[v["seed_id"]][who] = None if v["passed"] is None else bool(v["passed"])
         for name, ok in (v["detail"].get("criteria") or {}).items():
-            criteria[name][v["seed_id"]][v["judge"]] = bool(ok)
-    judges = sorted({v["judge"] for v in votes})
+            criteria[name][v["seed_id"]][who] = bool(ok)
+    judges = [labels[k] for k in sorted(labels)]
     return {"judges": judges,
             "rows": [{"what": "pass / fail", **alpha(overall)},
                      *({"what": name, **alpha(units)} for name, units in criteria.items())]}

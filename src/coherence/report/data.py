@@ -88,42 +88,50 @@ def attack_rows(attempts: list[dict[str, Any]]) -> dict[str, Any]:
     return {"strategies": strategies, "attempts": numbers, "per_strategy": per_strategy, "grid": grid}
 
 
+def rater(row: dict[str, Any]) -> str:
+    """A judge's or generator's label: its role slot and model (``filter_judges[1] · offline:judge-morph``)."""
+    slot, model = row.get("slot") or "", row.get("judge") or row.get("model") or ""
+    return f"{slot} · {model}" if slot and model and slot != model else (slot or model)
+
+
 def generator_rows(candidates: list[dict[str, Any]]) -> dict[str, Any]:
-    """Win shares of the stage-C generators, and how many wins came from a tie-break (another
+    """Win shares of the stage-C generator slots, and how many wins came from a tie-break (another
     candidate had the same best score, so the least-used generator won)."""
     by_seed: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for c in candidates:
         by_seed[c["seed_id"]].append(c)
-    gens = sorted({c["generator"] for c in candidates})
-    wins, ties, mean = Counter(), Counter(), {}
+    labels = {c["slot"]: rater(c) for c in candidates}
+    wins, ties = Counter(), Counter()
     tied_seeds = 0
     for rows in by_seed.values():
         chosen = next((c for c in rows if c["chosen"]), None)
         if chosen is None:
             continue
-        wins[chosen["generator"]] += 1
+        wins[chosen["slot"]] += 1
         if sum(1 for c in rows if c["score"] == chosen["score"]) > 1:
-            ties[chosen["generator"]] += 1
+            ties[chosen["slot"]] += 1
             tied_seeds += 1
-    for g in gens:
-        scores = [c["score"] for c in candidates if c["generator"] == g and c["score"] is not None]
-        mean[g] = statistics.fmean(scores) if scores else None
     total = sum(wins.values())
-    return {"total": total, "tied": tied_seeds,
-            "rows": [{"generator": g, "wins": wins[g], "share": wins[g] / total if total else None,
-                      "tie_wins": ties[g], "mean_score": mean[g],
-                      "candidates": sum(1 for c in candidates if c["generator"] == g)} for g in gens]}
+    rows = []
+    for slot in sorted(labels):
+        mine = [c for c in candidates if c["slot"] == slot]
+        scores = [c["score"] for c in mine if c["score"] is not None]
+        rows.append({"generator": labels[slot], "slot": slot, "wins": wins[slot],
+                     "share": wins[slot] / total if total else None, "tie_wins": ties[slot],
+                     "mean_score": statistics.fmean(scores) if scores else None, "candidates": len(mine),
+                     "refusals": sum(1 for c in mine if c.get("refusal"))})
+    return {"total": total, "tied": tied_seeds, "rows": rows}
 
 
 def verdict_distributions(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per task and judge: counts per score (filter: pass / fail / unscored)."""
+    """Per task and judge slot: counts per score (filter: pass / fail / unscored)."""
     out: dict[tuple[str, str], Counter] = defaultdict(Counter)
     for r in rows:
         if r["task"] == "filter":
             key = "unscored" if r["passed"] is None else ("pass" if r["passed"] else "fail")
         else:
             key = "unscored" if r["score"] is None else str(r["score"])
-        out[(r["task"], r["judge"])][key] += r["n"]
+        out[(r["task"], rater(r))][key] += r["n"]
     return [{"task": t, "judge": j, "counts": dict(sorted(c.items()))} for (t, j), c in sorted(out.items())]
 
 
@@ -173,11 +181,11 @@ def stop_reason_rows(reasons: list[dict[str, Any]], votes: list[dict[str, Any]])
     criteria: dict[str, Counter] = defaultdict(Counter)
     for v in votes:
         if v["passed"] is None:
-            criteria[v["judge"]]["(unscored)"] += 1
+            criteria[rater(v)]["(unscored)"] += 1
             continue
         for name, ok in (v["detail"].get("criteria") or {}).items():
             if not ok:
-                criteria[v["judge"]][name] += 1
+                criteria[rater(v)][name] += 1
     names = sorted({c for per in criteria.values() for c in per})
     reasons = [{**r, "meaning": STATUS_MEANING.get(r["status"], "")} for r in reasons]
     return {"reasons": reasons, "criteria": names,
