@@ -165,7 +165,8 @@ def _print_summary(summary: dict[str, Any], run_dir: Path) -> None:
                       f"`coherence run --resume {run_dir.name}` (add --max-minutes N for a longer budget)")
     ex = summary.get("exports", {})
     console.print(f"triplets: {ex.get('triplets_jsonl')} ({ex.get('rows')} rows)\n"
-                  f"dataset:  {ex.get('dataset')}  (datasets.load_from_disk)\nsummary:  {run_dir / 'summary.json'}")
+                  f"dataset:  {ex.get('dataset')}  (datasets.load_from_disk)\nsummary:  {run_dir / 'summary.json'}\n"
+                  f"report:   coherence report {run_dir}")
 
 
 @pack_app.command("validate")
