@@ -206,3 +206,15 @@ def test_filter_agreement_per_criterion():
     assert out["judges"] == ["a", "b"]
     assert rows["pass / fail"]["units"] == 2 and rows["pass / fail"]["alpha"] == pytest.approx(1.0)
     assert rows["x"]["alpha"] == pytest.approx(1.0) and rows["y"]["alpha"] is None  # y: always true
+
+
+def test_a_run_without_summary_still_reports(run_dir, tmp_path):
+    """A run killed before its first summary (or still running) is reported from its store alone."""
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    (copy / "summary.json").unlink()
+    html = build_report(copy).read_text(encoding="utf-8")
+    assert "unknown (no summary.json)" in html
+    assert gather_run(copy)["funnel"][-1]["total"] == gather_run(run_dir)["funnel"][-1]["total"]

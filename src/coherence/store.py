@@ -468,9 +468,17 @@ class Store:
                           "COALESCE(SUM(output_tokens), 0) AS output_tokens, COALESCE(SUM(cost), 0.0) AS cost, "
                           "COALESCE(SUM(latency), 0) AS latency_sum FROM calls GROUP BY role, model ORDER BY role")
 
-    def report_latencies(self) -> list[dict[str, Any]]:
-        """(role, model, latency) of every recorded call (for percentiles)."""
-        return self._rows("SELECT role, model, latency FROM calls WHERE latency IS NOT NULL ORDER BY role, model")
+    def report_latency_quantiles(self, quantiles: tuple[float, ...] = (0.5, 0.95)) -> dict[tuple[str, str], list[float]]:
+        """(role, model) -> the latency at each quantile (nearest rank), without loading every call."""
+        out: dict[tuple[str, str], list[float]] = {}
+        groups = self.db.execute("SELECT role, model, COUNT(*) FROM calls WHERE latency IS NOT NULL "
+                                 "GROUP BY role, model").fetchall()
+        for role, model, n in groups:
+            out[(role, model)] = [self.db.execute(
+                "SELECT latency FROM calls WHERE role = ? AND model = ? AND latency IS NOT NULL "
+                "ORDER BY latency LIMIT 1 OFFSET ?", (role, model, min(n - 1, int(q * n)))).fetchone()[0]
+                for q in quantiles]
+        return out
 
     def report_call_errors(self) -> list[dict[str, Any]]:
         """(role, kind, n) of the recorded call errors."""

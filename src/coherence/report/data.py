@@ -135,30 +135,19 @@ def verdict_distributions(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{"task": t, "judge": j, "counts": dict(sorted(c.items()))} for (t, j), c in sorted(out.items())]
 
 
-def _percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    values = sorted(values)
-    k = (len(values) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(values) - 1)
-    return values[lo] + (values[hi] - values[lo]) * (k - lo)
-
-
-def call_rows(stats: list[dict[str, Any]], latencies: list[dict[str, Any]],
-              errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Calls, tokens, cost and latency (mean, p50, p95) per role and model, with error counts."""
-    lat: dict[tuple[str, str], list[float]] = defaultdict(list)
-    for r in latencies:
-        lat[(r["role"], r["model"])].append(float(r["latency"]))
+def call_rows(stats: list[dict[str, Any]], quantiles: dict[tuple[str, str], list[float]],
+              errors: list[dict[str, Any]], refusals: dict[str, dict[str, int]]) -> list[dict[str, Any]]:
+    """Calls, tokens, cost and latency (mean, p50, p95) per role slot and model, with the errors and
+    provider refusals of the slot."""
     errs: dict[str, dict[str, int]] = defaultdict(dict)
     for e in errors:
         errs[e["role"]][e["kind"]] = e["n"]
     rows = []
     for s in stats:
-        values = lat.get((s["role"], s["model"]), [])
+        p50, p95 = quantiles.get((s["role"], s["model"]), [None, None])
         rows.append({**s, "latency_mean": s["latency_sum"] / s["calls"] if s["calls"] else None,
-                     "p50": _percentile(values, 0.5), "p95": _percentile(values, 0.95),
-                     "errors": errs.get(s["role"], {})})
+                     "p50": p50, "p95": p95, "errors": errs.get(s["role"], {}),
+                     "refusals": refusals.get(s["role"], {})})
     return rows
 
 
@@ -304,7 +293,8 @@ def gather_run(run_dir: Path, *, evals: list[Path] | None = None) -> dict[str, A
             "verdicts": verdict_distributions(store.report_verdict_scores()),
             "agreement": filter_agreement(votes),
             "stops": stop_reason_rows(store.report_stop_reasons(), votes),
-            "calls": call_rows(store.report_call_stats(), store.report_latencies(), store.report_call_errors()),
+            "calls": call_rows(store.report_call_stats(), store.report_latency_quantiles((0.5, 0.95)),
+                               store.report_call_errors(), store.refusal_counts()),
             "sample": store.report_triplet_sample(per_status=SAMPLE_PER_STATUS),
         }
     finally:
