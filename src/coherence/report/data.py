@@ -165,6 +165,27 @@ STATUS_MEANING = {
 }
 
 
+REASONS_PER_STATUS = 5
+"""Distinct reasons shown per (stage, status); the rest are summed into one row."""
+
+
+def _top_reasons(reasons: list[dict[str, Any]], *, per_status: int) -> list[dict[str, Any]]:
+    """The most frequent reasons of each (stage, status), the rest summed; statuses by seeds, descending."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in reasons:
+        groups[(r["stage"], r["status"])].append(r)
+    out = []
+    for (stage, status), rows in sorted(groups.items(), key=lambda kv: -sum(r["n"] for r in kv[1])):
+        rows = sorted(rows, key=lambda r: -r["n"])
+        meaning = STATUS_MEANING.get(status, "")
+        out += [{**r, "meaning": meaning} for r in rows[:per_status]]
+        rest = rows[per_status:]
+        if rest:
+            out.append({"stage": stage, "status": status, "meaning": meaning, "n": sum(r["n"] for r in rest),
+                        "reason": f"({len(rest)} other reasons)"})
+    return out
+
+
 def stop_reason_rows(reasons: list[dict[str, Any]], votes: list[dict[str, Any]]) -> dict[str, Any]:
     """Why seeds stopped (per stage and status) and which filter criteria each judge failed."""
     criteria: dict[str, Counter] = defaultdict(Counter)
@@ -176,7 +197,7 @@ def stop_reason_rows(reasons: list[dict[str, Any]], votes: list[dict[str, Any]])
             if not ok:
                 criteria[rater(v)][name] += 1
     names = sorted({c for per in criteria.values() for c in per})
-    reasons = [{**r, "meaning": STATUS_MEANING.get(r["status"], "")} for r in reasons]
+    reasons = _top_reasons(reasons, per_status=REASONS_PER_STATUS)
     return {"reasons": reasons, "criteria": names,
             "failures": [{"judge": j, "counts": [per.get(c, 0) for c in names]} for j, per in sorted(criteria.items())]}
 
