@@ -17,7 +17,7 @@ import yaml
 
 from coherence.errors import CoherenceError
 from coherence.packs.loader import load_pack
-from coherence.report.agreement import filter_agreement
+from coherence.judges.agreement import filter_agreement
 from coherence.store import Store
 
 #: The funnel's stages: (label, test on a seed's (stage, status)).

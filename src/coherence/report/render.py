@@ -135,7 +135,7 @@ def build_report(path: str | Path, *, out: str | Path | None = None, evals: list
 
             - ``reviewers``: ``[{"name": str, "ratings": int}]``
             - ``agreement``: ``[{"what": str, "alpha": float | None, "units": int, "raters": int,
-              "all_agree": float | None, "note": str}]`` (rows as :func:`coherence.report.agreement.alpha`
+              "all_agree": float | None, "note": str}]`` (rows as :func:`coherence.judges.agreement.alpha`
               returns them, with ``what`` naming the comparison, e.g. "reviewers: P1" or
               "reviewers vs judges: pass/fail")
             - ``tables``: ``[{"title": str, "columns": [str], "rows": [[cell, ...]]}]``, any further tables

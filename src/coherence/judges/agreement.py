@@ -1,5 +1,6 @@
-"""Agreement between raters (the stage-D judges, or human reviewers): Krippendorff's alpha through the
-``krippendorff`` package, plus the plain share of units on which every rater agreed.
+"""Agreement between raters (the stage-D judges, human reviewers, or reviewers against the judges):
+Krippendorff's alpha through the ``krippendorff`` package, plus the plain share of units on which every
+rater agreed. It sits under ``judges`` so that the report, the review app and the evaluation can all use it.
 
 Alpha is undefined when every vote has the same value (no variation to agree on); it is reported as
 None with that reason, never as 1.0 or 0.0.
