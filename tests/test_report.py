@@ -131,9 +131,10 @@ def test_human_review_section_is_fed_by_a_dict(run_dir, tmp_path):
     out = build_report(run_dir, out=tmp_path / "r.html", human_review={
         "note": "two reviewers", "reviewers": [{"name": "<b>kim</b>", "ratings": 10}],
         "agreement": [{"what": "reviewers: P1", "alpha": 0.61, "units": 10, "raters": 2, "all_agree": 0.8, "note": ""}],
-        "tables": [{"title": "per criterion", "columns": ["criterion", "yes"], "rows": [["P2", 7]]}]})
+        "tables": [{"title": "per criterion", "columns": ["criterion", "yes", "alpha"], "rows": [["P2", 7, 0.12345]]}]})
     section = _section(out.read_text(encoding="utf-8"), "human-review")
     assert "&lt;b&gt;kim&lt;/b&gt;" in section and "0.610" in section and "per criterion" in section
+    assert "<td>0.123</td>" in section
 
 
 def test_eval_folder_report(tmp_path):

@@ -23,6 +23,7 @@ def _env() -> Any:
     env.filters["pct"] = lambda v, d=0: "–" if v is None else f"{100 * v:.{d}f}%"
     env.filters["num"] = lambda v, d=2: "–" if v is None else (f"{v:,}" if isinstance(v, int) else f"{v:,.{d}f}")
     env.filters["ci"] = lambda ci, d=3: "" if not ci else f"[{ci[0]:.{d}f}, {ci[1]:.{d}f}]"
+    env.filters["cell"] = lambda v: "–" if v is None else (f"{v:.3f}" if isinstance(v, float) else v)
     env.filters["tojson_pretty"] = lambda v: json.dumps(v, indent=1, ensure_ascii=False, default=str)
     return env
 
