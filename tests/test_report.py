@@ -219,3 +219,13 @@ def test_a_run_without_summary_still_reports(run_dir, tmp_path):
     html = build_report(copy).read_text(encoding="utf-8")
     assert "unknown (no summary.json)" in html
     assert gather_run(copy)["funnel"][-1]["total"] == gather_run(run_dir)["funnel"][-1]["total"]
+
+
+def test_a_run_that_has_not_started_reports_empty_sections(tmp_path):
+    from coherence.store import Store
+
+    Store(tmp_path / "run.db").close()  # what `coherence run` leaves before stage A writes anything
+    html = build_report(tmp_path).read_text(encoding="utf-8")
+    for name in SECTIONS:
+        _section(html, name)
+    assert "records no pack yet" in html and "No attack attempts yet" in html and "No stage-D votes yet" in html

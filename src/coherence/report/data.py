@@ -273,8 +273,12 @@ def find_evals(run_dir: Path, extra: list[Path]) -> list[dict[str, Any]]:
 def _pack_info(store: Store, config: dict[str, Any]) -> dict[str, Any]:
     ref, digest = store.get_meta("pack"), store.get_meta("pack_digest")
     info: dict[str, Any] = {"ref": ref, "digest": digest, "loaded": None, "warning": ""}
+    name = config.get("pack") or (ref.split("@")[0] if ref else None)
+    if not name:
+        info["warning"] = "this run records no pack yet (no config.yaml, and stage A has not started)"
+        return info
     try:
-        pack = load_pack(config.get("pack") or (ref or "").split("@")[0] or "ko-KR")
+        pack = load_pack(name)
     except CoherenceError as exc:
         info["warning"] = f"the pack could not be loaded to show its scope and authors: {exc}"
         return info
