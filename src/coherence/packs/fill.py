@@ -110,6 +110,7 @@ def export_eval(pack: Pack, out_dir: Path, *, fills_per_template: int = 3, seed:
     with probes.open("w", encoding="utf-8") as fh:
         for p in pack.probes.probes:
             fh.write(json.dumps({"id": p.id, "pack": pack.ref, "domain": p.domain, "subcategory": p.subcategory,
-                                 "framed": p.text, "unframed": p.unframed}, ensure_ascii=False) + "\n")
+                                 "framed": p.text, "unframed": p.unframed, "kind": p.kind,
+                                 "strategy": p.strategy, "expect": p.expect}, ensure_ascii=False) + "\n")
     return {"eval_prompts": str(prompts), "eval_rows": n_prompts, "benign_probes": str(probes),
             "probe_rows": len(pack.probes.probes)}
