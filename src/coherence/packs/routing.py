@@ -31,17 +31,17 @@ def _kiwi():  # type: ignore[no-untyped-def]
     return Kiwi()
 
 
-_SKIP_TAGS = ("S", "E", "J", "XP", "XS")  # punctuation/symbols, endings, particles, affixes
-_KEEP_S = ("SL", "SN", "SH")  # Latin, digits, Hanja are content
+_KEEP_S = ("SL", "SN", "SH")  # Latin, digits, Hanja are content; other S* tags are punctuation
 
 
 @lru_cache(maxsize=4096)
 def morphemes(text: str, language: str) -> tuple[str, ...]:
-    """Content morphemes of ``text`` (Korean via kiwipiepy; other languages: casefolded words)."""
+    """Morphemes of ``text`` (Korean via kiwipiepy, particles and endings kept so that a marker such as
+    'only men' does not match 'men'; punctuation dropped); other languages: casefolded words."""
     text = unicodedata.normalize("NFC", text)
     if language == "ko":
         return tuple(t.form.casefold() for t in _kiwi().tokenize(text)
-                     if t.tag in _KEEP_S or not t.tag.startswith(_SKIP_TAGS))
+                     if t.tag in _KEEP_S or not t.tag.startswith("S"))
     return tuple("".join(ch for ch in w if ch.isalnum()) for w in text.casefold().split() if any(c.isalnum() for c in w))
 
 
