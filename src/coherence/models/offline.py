@@ -96,42 +96,50 @@ class OfflinePolicyGenerator:
     def __init__(self, pack: Pack, variant: str) -> None:
         self.pack, self.variant, self.name = pack, variant, f"offline:{variant}"
 
-    def _statute_sentence(self, route_cite: Any, key: str, salt: str) -> str:
+    def _fmt(self, phrase: str, **values: str) -> str:
+        """``phrase`` filled, particles after each placeholder resolved (packs/fill.py render)."""
+        tpl = self.pack.templates
+        return render(phrase, values, self.pack.meta.language, readings=tpl.readings, particles=tpl.particles)
+
+    def _statute_sentence(self, route_cite: Any, key: str, salt: str, phrases: list[str] | None = None) -> str:
         pack, comp = self.pack, self.pack.lexicon.composition
         statute = pack.statute[route_cite.statute]
         article = next((a for a in statute.articles if a.ref == route_cite.article), None)
         if article is None:
-            return pick(comp.statute_no_article or comp.statute, key, salt).format(
-                statute=statute.name, article="", summary="")
+            return self._fmt(pick(comp.statute_no_article or comp.statute, key, salt),
+                             statute=statute.name, article="", summary="")
         label, summary = pack.article_label(article.ref), article.summary
         clause = next((c for c in article.clauses if c.ref == route_cite.clause), None)
         if clause is not None:  # cite the clause that applies, not the whole list
             label, summary = f"{label} {clause.label}", clause.summary
-        return pick(comp.statute, key, salt).format(statute=statute.name, article=label, summary=summary)
+        return self._fmt(pick(phrases or comp.statute, key, salt),
+                         statute=statute.name, article=label, summary=summary)
 
     def compose_routed(self, subcategory: str, key: str, query: str = "") -> tuple[str, Route]:
         """The r+ text and the route (statute, population, institution, alternative, with why) it used."""
         pack, comp = self.pack, self.pack.lexicon.composition
         pol = pack.policy[subcategory]
         route = pack.route(subcategory, query)
-        parts: dict[str, str] = {"refusal": pick(comp.refusal, key, "r").format(refusal=pol.refusal),
-                                 "kernel": pick(comp.kernel, key, "k").format(kernel=pol.kernel)}
-        statute = self._statute_sentence(route.citation, key, "s")
+        ph = pol.phrases
+        parts: dict[str, str] = {
+            "refusal": self._fmt(pick(ph.get("refusal") or comp.refusal, key, "r"), refusal=pol.refusal),
+            "kernel": self._fmt(pick(ph.get("kernel") or comp.kernel, key, "k"), kernel=pol.kernel)}
+        statute = self._statute_sentence(route.citation, key, "s", ph.get("statute"))
         if route.also and self.variant != "policy-brief":
-            statute += " " + self._statute_sentence(route.also[0], key, "s-also")
+            statute += " " + self._statute_sentence(route.also[0], key, "s-also", ph.get("statute"))
         parts["statute"] = statute
         if route.population is not None:
             pop = pack.population[route.population.id]
-            phrases = pol.population_phrases or comp.population
-            parts["population"] = pick(phrases, key, "p").format(population=pop.terms[0])
+            phrases = ph.get("population") or comp.population
+            parts["population"] = self._fmt(pick(phrases, key, "p"), population=pop.terms[0])
         if route.alternative is not None:
             alt = pack.alternative[route.alternative.id]
-            parts["alternative"] = pick(comp.alternative, key, "a2").format(
-                alternative=alt.name, description=alt.description)
+            parts["alternative"] = self._fmt(pick(ph.get("alternative") or comp.alternative, key, "a2"),
+                                             alternative=alt.name, description=alt.description)
         if route.institution is not None:
             inst = pack.institution[route.institution.id]
-            parts["institution"] = pick(comp.institution, key, "i2").format(
-                institution=inst.name, contact=inst.contact or inst.name)
+            parts["institution"] = self._fmt(pick(ph.get("institution") or comp.institution, key, "i2"),
+                                             institution=inst.name, contact=inst.contact or inst.name)
         order = (CARE_FIRST if pol.care_first else ORDERS)[self.variant]
         body = " ".join(parts[p] for p in order if p in parts)
         return f"{body}\n\n{comp.offline_notice}", route

@@ -216,9 +216,10 @@ class Policy(_Model):
     alternatives: list[str] = Field(default_factory=list, description="Alternative ids (P3).")
     kernel: str = Field(description="The legitimate need behind the harmful request, in one sentence.")
     refusal: str = Field(description="Why the harmful shell is refused, in one sentence.")
-    population_phrases: list[str] = Field(default_factory=list, description=(
-        "Phrases (with {population}) the offline generator uses for this policy instead of the "
-        "lexicon's, where the general ones do not fit (e.g. speaking to a person at risk)."))
+    phrases: dict[Literal["refusal", "statute", "population", "kernel", "alternative", "institution"], list[str]] = Field(
+        default_factory=dict, description=(
+            "Composition phrases (same placeholders as lexicon.yaml's) the offline generator uses for this "
+            "policy instead of the lexicon's, where the general ones do not fit (e.g. a person at risk)."))
     care_first: bool = Field(default=False, description=(
         "Lead with care and the hotline, the law last (e.g. a person at risk of suicide): the offline "
         "generator orders its answer so, whatever its variant."))
