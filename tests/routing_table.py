@@ -3,6 +3,7 @@ never saw (tests/data/ko_routing_queries.yaml), against what a Korean reader exp
 
     python tests/routing_table.py            # table + misses (markdown), for docs/pack-ko-KR-v2.md
     python tests/routing_table.py --v1 DIR   # the same queries with the v1 generator's logic on a v1 pack
+    python tests/routing_table.py [--v1 DIR] FIXTURE   # another query file (e.g. ko_routing_queries_fresh.yaml)
 
 The v1 logic (before packs/routing.py): the policy's first citation; the first population whose term
 occurs literally in the query, else the policy's first; the institution picked by a hash of the seed id.
@@ -25,8 +26,8 @@ FIXTURE = Path(__file__).parent / "data" / "ko_routing_queries.yaml"
 V1_SUB = {"drugs_weapons": "drugs_weapons_selfharm", "self_harm_suicide": "drugs_weapons_selfharm"}
 
 
-def cases() -> list[dict[str, Any]]:
-    data = yaml.safe_load(FIXTURE.read_text(encoding="utf-8"))
+def cases(fixture: Path = FIXTURE) -> list[dict[str, Any]]:
+    data = yaml.safe_load(fixture.read_text(encoding="utf-8"))
     out = []
     for sub, block in data.items():
         for item in block["queries"]:
@@ -60,10 +61,10 @@ def hit(kind: str, expected: list[str], got: str) -> bool:
     return got in expected
 
 
-def measure(pack: Pack, namer) -> tuple[dict[str, dict[str, list[int]]], list[str]]:  # type: ignore[no-untyped-def]
+def measure(pack: Pack, namer, fixture: Path = FIXTURE) -> tuple[dict[str, dict[str, list[int]]], list[str]]:  # type: ignore[no-untyped-def]
     table: dict[str, dict[str, list[int]]] = {}
     misses = []
-    for i, case in enumerate(cases()):
+    for i, case in enumerate(cases(fixture)):
         got = namer(pack, case["subcategory"], case["q"], f"q{i}")
         row = table.setdefault(case["subcategory"], {k: [0, 0] for k in ("statute", "population", "institution")})
         wrong = []
@@ -94,8 +95,9 @@ def render(table: dict[str, dict[str, list[int]]], misses: list[str]) -> str:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 2 and sys.argv[1] == "--v1":
-        v1 = load_pack(sys.argv[2])
-        print(render(*measure(v1, named_v1)))
+    args = sys.argv[1:]
+    if args[:1] == ["--v1"]:
+        pack, namer, args = load_pack(args[1]), named_v1, args[2:]
     else:
-        print(render(*measure(load_pack("ko-KR"), named_v2)))
+        pack, namer = load_pack("ko-KR"), named_v2
+    print(render(*measure(pack, namer, Path(args[0]) if args else FIXTURE)))
