@@ -37,7 +37,11 @@ def render_policy(pack: Pack, subcategory: str) -> str:
     for c in pol.cite:
         st = pack.statute[c.statute]
         art = next((a for a in st.articles if a.ref == c.article), None)
-        lines.append(f"- {st.name} ({st.name_en})" + (f" {pack.article_label(art.ref)}: {art.summary}" if art else ""))
+        clause = next((x for x in art.clauses if x.ref == c.clause), None) if art else None
+        label, summary = (pack.article_label(art.ref), art.summary) if art else ("", "")
+        if clause is not None:  # the clause that applies, not the whole article
+            label, summary = f"{label} {clause.label}", clause.summary
+        lines.append(f"- {st.name} ({st.name_en})" + (f" {label}: {summary}" if art else ""))
     lines.append(f"P2 population specificity: {pol.strategies.p2_population}")
     lines += [f"- {pack.population[p].name}: {', '.join(pack.population[p].terms)}" for p in pol.populations]
     lines.append(f"P3 justified refusal without over-refusal: {pol.strategies.p3_constructive}")
@@ -64,19 +68,20 @@ FILTER_SCHEMA = {"type": "json_schema", "json_schema": {"name": "filter", "stric
 
 
 def parse_json_object(text: str) -> dict[str, Any] | None:
-    """The first JSON object in a reply (code fences and chatter around it are ignored)."""
+    """The first JSON object in a reply (code fences and chatter around it are ignored), read with
+    ``json.JSONDecoder.raw_decode`` from each ``{`` in turn, so braces inside strings are never
+    miscounted."""
     text = re.sub(r"```(?:json)?", "", text)
+    decoder = json.JSONDecoder()
     start = text.find("{")
     while start != -1:
-        depth = 0
-        for i in range(start, len(text)):
-            depth += {"{": 1, "}": -1}.get(text[i], 0)
-            if depth == 0:
-                try:
-                    value = json.loads(text[start:i + 1])
-                except json.JSONDecodeError:
-                    break
-                return value if isinstance(value, dict) else None
+        try:
+            value, _ = decoder.raw_decode(text, start)
+        except json.JSONDecodeError:
+            start = text.find("{", start + 1)
+            continue
+        if isinstance(value, dict):
+            return value
         start = text.find("{", start + 1)
     return None
 

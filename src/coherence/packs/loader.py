@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import string
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -155,14 +157,53 @@ class Pack:
         renderings = self.templates.slot_glosses
         return template.gloss.format_map({k: renderings.get(k, {}).get(v, v) for k, v in fill.items()})
 
+    def registered(self, subcategory: str) -> Any:
+        """What a sub-category registers (:class:`coherence.packs.routing.Registered`): its citations,
+        statute ids, population ids, institution ids and alternative ids, each default first."""
+        from coherence.packs.routing import registered
+
+        return registered(self, subcategory)
+
+    def route(self, subcategory: str, query: str) -> Any:
+        """Statute, population, institution and alternative for ``query``, with why
+        (:class:`coherence.packs.routing.Route`); the one routing the offline generator and the
+        strict heuristic judge share."""
+        from coherence.packs.routing import route
+
+        return route(self, subcategory, query)
+
+    def render(self, template: s.Template, fill: dict[str, str]) -> str:
+        """The template filled with ``fill``, particles after each slot resolved for the pack language."""
+        from coherence.packs.fill import render
+
+        return render(template.text, fill, self.meta.language, readings=self.templates.readings,
+                      particles=self.templates.particles)
+
     def reviewed_templates(self, split: str = "train") -> list[s.Template]:
         """Templates of a split, leaving out machine-proposed ones nobody accepted yet."""
         return [t for t in self.templates.templates if t.split == split and t.status != "proposed"]
 
 
+def user_packs_dir() -> Path:
+    """Where ``pack expand`` puts the user's copy of a built-in pack (``$COHERENCE_HOME/packs``, default
+    ``~/.coherence/packs``): the installed package is never written to."""
+    return Path(os.environ.get("COHERENCE_HOME", "~/.coherence")).expanduser() / "packs"
+
+
+def is_builtin(path: Path) -> bool:
+    """True if ``path`` is inside the installed package's packs (never written to)."""
+    try:
+        path.resolve().relative_to(BUILTIN_DIR.resolve())
+        return True
+    except ValueError:
+        return False
+
+
 def builtin_packs() -> dict[str, Path]:
-    """Packs shipped with coherence plus those found under ``$COHERENCE_PACKS_PATH``."""
-    roots = [BUILTIN_DIR] + [Path(p) for p in os.environ.get(PACKS_PATH_ENV, "").split(os.pathsep) if p]
+    """Packs found under ``$COHERENCE_PACKS_PATH``, then the user's copies (:func:`user_packs_dir`), then
+    the packs shipped with coherence; the first of a name wins (a user's copy of ko-KR is ko-KR)."""
+    roots = [Path(p) for p in os.environ.get(PACKS_PATH_ENV, "").split(os.pathsep) if p]
+    roots += [user_packs_dir(), BUILTIN_DIR]
     found: dict[str, Path] = {}
     for root in roots:
         if root.is_dir():
@@ -207,8 +248,12 @@ def load_pack(name_or_path: str | Path, *, check: bool = True) -> Pack:
                 parts[filename] = model()
                 continue
             raise PackError(str(file), "(file)", "missing", f"create {filename} (see `coherence pack new`)")
-        digest.update(filename.encode() + b"\0" + file.read_bytes())
+        if filename != "proposals.yaml":  # a proposal must not change the identity of a run in progress
+            digest.update(filename.encode() + b"\0" + file.read_bytes())
         parts[filename] = parse_file(file, model)
+    accepted = [p.model_dump(mode="json") for p in parts["proposals.yaml"].proposals if p.status == "accepted"]
+    if accepted:  # what a person accepted is content of the pack: it is part of its identity
+        digest.update(b"accepted proposals\0" + json.dumps(accepted, sort_keys=True, ensure_ascii=False).encode())
     pack = Pack(
         path=path,
         meta=parts["pack.yaml"], taxonomy=parts["taxonomy.yaml"], statutes=parts["statutes.yaml"],
@@ -245,7 +290,8 @@ def _merge_accepted(pack: Pack) -> None:
         elif p.kind == "probe":
             probes.append(s.Probe(id=p.id, domain=p.domain, subcategory=p.subcategory, text=p.text,
                                   unframed=p.unframed))
-    pack.templates = s.Templates(slots=slots, templates=templates)
+    pack.templates = s.Templates(slots=slots, slot_glosses=pack.templates.slot_glosses, templates=templates,
+                                 readings=pack.templates.readings, particles=pack.templates.particles)
     pack.probes = s.Probes(probes=probes)
 
 
@@ -279,6 +325,16 @@ def check_references(pack: Pack) -> list[Problem]:
                 out.append(Problem(f("policies.yaml"), f"{key}.cite[{ci}].article",
                                    f"article {cite.article!r} is not registered under {st.id!r}",
                                    "add the article to statutes.yaml or drop it here"))
+            for ii, ref in enumerate(cite.institutions):
+                if ref not in pack.institution:
+                    out.append(Problem(f("policies.yaml"), f"{key}.cite[{ci}].institutions[{ii}]",
+                                       f"unknown id {ref!r}", "define it in institutions.yaml"))
+            if st is not None and cite.clause:
+                art = next((a for a in st.articles if a.ref == cite.article), None)
+                if art is None or cite.clause not in {c.ref for c in art.clauses}:
+                    out.append(Problem(f("policies.yaml"), f"{key}.cite[{ci}].clause",
+                                       f"clause {cite.clause!r} is not registered under {st.id!r} {cite.article!r}",
+                                       "add it to the article's clauses in statutes.yaml or drop it here"))
         for attr, table, file in (("populations", pack.population, "populations.yaml"),
                                   ("institutions", pack.institution, "institutions.yaml"),
                                   ("alternatives", pack.alternative, "institutions.yaml")):
@@ -289,6 +345,12 @@ def check_references(pack: Pack) -> list[Problem]:
         if not pol.institutions and not pol.alternatives:
             out.append(Problem(f("policies.yaml"), key, "no institution or alternative for P3",
                                "list at least one institution or alternative"))
+    for pi, pop in enumerate(pack.populations.populations):
+        for attr, table in (("institutions", pack.institution), ("alternatives", pack.alternative)):
+            for ii, ref in enumerate(getattr(pop, attr)):
+                if ref not in table:
+                    out.append(Problem(f("populations.yaml"), f"populations[{pi}].{attr}[{ii}]",
+                                       f"unknown id {ref!r}", "define it in institutions.yaml"))
     for ti, tpl in enumerate(pack.templates.templates):
         key = f"templates[{ti}]"
         if tpl.subcategory not in pack.subcategories:
@@ -322,6 +384,14 @@ def check_references(pack: Pack) -> list[Problem]:
         if probe.subcategory and probe.subcategory not in pack.subcategories:
             out.append(Problem(f("probes.yaml"), f"probes[{pi}].subcategory",
                                f"unknown sub-category {probe.subcategory!r}", "use an id from taxonomy.yaml"))
+        if probe.kind == "framed_benign" and probe.strategy not in pack.strategy:
+            out.append(Problem(f("probes.yaml"), f"probes[{pi}].strategy", f"unknown strategy {probe.strategy!r}",
+                               "name the attack strategy (attacks.yaml) whose framing wraps it"))
+        known = set(pack.statute) | set(pack.institution) | set(pack.alternative) | set(pack.population)
+        for xi, ref in enumerate(probe.expect):
+            if ref not in known:
+                out.append(Problem(f("probes.yaml"), f"probes[{pi}].expect[{xi}]", f"unknown id {ref!r}",
+                                   "use a statute, institution, alternative or population id"))
     for ei, ex in enumerate(pack.exemplars.exemplars):
         if ex.subcategory not in pack.subcategories:
             out.append(Problem(f("exemplars.yaml"), f"exemplars[{ei}].subcategory",
@@ -339,6 +409,30 @@ def check_references(pack: Pack) -> list[Problem]:
         if not any(e.subcategory == sub_id for e in pack.exemplars.exemplars):
             out.append(Problem(f("exemplars.yaml"), "exemplars", f"sub-category {sub_id!r} has no exemplar",
                                "add a thick r+ beside a thin refusal"))
+    out += _check_placeholders(pack, f("rubrics.yaml"))
+    return out
+
+
+def _check_placeholders(pack: Pack, file: str) -> list[Problem]:
+    """Every prompt template names exactly the placeholders the code fills (:data:`s.PROMPT_PLACEHOLDERS`):
+    an unknown one would fail mid-run, a missing one would leave its text out of the prompt."""
+    out: list[Problem] = []
+    for name, allowed in s.PROMPT_PLACEHOLDERS.items():
+        text = getattr(pack.rubrics.prompts, name)
+        key = f"prompts.{name}"
+        try:
+            used = {field for _, field, _, _ in string.Formatter().parse(text) if field is not None}
+        except ValueError as exc:
+            out.append(Problem(file, key, f"not a valid template ({exc})", "write literal braces as {{ and }}"))
+            continue
+        names = {u.split(".")[0].split("[")[0] for u in used}
+        for bad in sorted(names - set(allowed)):
+            out.append(Problem(file, key, f"unknown placeholder {{{bad}}}" if bad else "an empty placeholder {}",
+                               f"use only {', '.join('{' + a + '}' for a in allowed) or 'no placeholders'}, "
+                               f"and write literal braces as {{{{ and }}}}"))
+        for missing in [a for a in allowed if a not in names]:
+            out.append(Problem(file, key, f"placeholder {{{missing}}} is missing",
+                               f"put {{{missing}}} where its text belongs"))
     return out
 
 
