@@ -120,3 +120,8 @@ def test_cli_judge_calibrate(tmp_path):
     res = CliRunner().invoke(app, ["judge", "calibrate", "--judge", "offline:judge", "--data",
                                    str(tmp_path / "none.jsonl"), "--pack", PACK])
     assert res.exit_code == 2 and "no such labelled file" in res.output
+
+
+def test_default_pack_and_thresholds_from_the_default_config(tmp_path):
+    r = cal.calibrate("offline:judge", TESTS / "data" / "calibration_ko_kr.jsonl", store_path=tmp_path / "c.db")
+    assert r["pack"].startswith("ko-KR@") and r["n"] == 16 and r["thresholds"] == {"response_harm": 4, "query_harm": 2}

@@ -197,7 +197,7 @@ def calibrate(judge_spec: str | ModelSpec, data: str | Path, *, config: str | Pa
         and ``by_subcategory`` (rows that name one), ``n_unscored``, ``thresholds``, ``calls`` and per-row
         ``rows``.
     """
-    cfg = load_config(config, {"pack": pack})
+    cfg = load_config(config, {"pack": pack} if pack else None)
     the_pack = load_pack(cfg.pack)
     spec = judge_spec if isinstance(judge_spec, ModelSpec) else ModelSpec(
         model=judge_spec, api_base=api_base, api_key_env=api_key_env, params={"temperature": 0})
