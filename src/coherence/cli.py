@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+import typer.core
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -394,6 +395,67 @@ def generate(
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
         console.print(f"{len(rows)} answers -> {out}")
+
+
+# --- evaluation: `coherence eval` (coherence.evaluate) ---
+
+
+class _EvalGroup(typer.core.TyperGroup):
+    """``coherence eval [RUN] [--model ...]`` runs the suites; ``coherence eval <subcommand>`` (such as
+    ``score-kobbq``) runs that subcommand: an argument that names no subcommand goes to ``run``."""
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args.insert(0, "run")
+        elif not args:
+            args.insert(0, "run")
+        return super().resolve_command(ctx, args)
+
+
+eval_app = typer.Typer(cls=_EvalGroup, help="Measure what training changed (suites on Inspect AI).",
+                       no_args_is_help=False)
+app.add_typer(eval_app, name="eval")
+
+
+@eval_app.command("run", hidden=True)
+def eval_run(
+    run: Annotated[Optional[Path], typer.Argument(help="A run folder: its target vs every adapter trained in it.")] = None,
+    model: Annotated[Optional[list[str]], typer.Option("--model", "-m", help=(
+        "[LABEL=]SPEC[@API_BASE]: local:smollm2, BASE+ADAPTER, a runs/<id>/train/<name> folder, a cached HF id, "
+        "a LiteLLM string. Repeatable; the first is the base of every comparison."))] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Eval folder (default evals/<eval-id>/).")] = None,
+    pack: Annotated[str, typer.Option(help="Pack name or folder.")] = "ko-KR",
+    suite: Annotated[Optional[list[str]], typer.Option(help="Suites to run (default all): safety, over_refusal, "
+                                                             "anchoring, thick_thin. Repeatable.")] = None,
+    fills: Annotated[int, typer.Option(help="Slot fills per held-out template.")] = 1,
+    max_tokens: Annotated[int, typer.Option(help="Longest answer of the evaluated models.")] = 160,
+    judge: Annotated[str, typer.Option(help="Response-harm judge (offline:judge* or an LLM spec).")] = "offline:judge",
+    quality_judge: Annotated[Optional[str], typer.Option(help="LLM quality judge for P1-P3 (optional).")] = None,
+    refusal_judge: Annotated[Optional[str], typer.Option(help="LLM refusal judge, XSTest classes (optional).")] = None,
+    pairwise_judge: Annotated[Optional[str], typer.Option(help="LLM thick-vs-thin judge (default heuristic).")] = None,
+    attacker: Annotated[str, typer.Option(help="Attacker for the 5 strategies.")] = "offline:attacker",
+    limit: Annotated[Optional[int], typer.Option(help="At most N items per suite (quick look).")] = None,
+    evals_dir: Annotated[Path, typer.Option(help="Where eval folders are created.")] = Path("evals"),
+) -> None:
+    """Evaluate models: safety (plain + 5 attacks), over-refusal, anchoring, thick vs thin, degenerate answers."""
+    from coherence.evaluate import EvalOptions, Progress, evaluate, model_args_for
+    from coherence.evaluate.table import render
+
+    _setup_logging()
+    try:
+        models = model_args_for(run, model)
+        options = EvalOptions(
+            suites=tuple(suite) if suite else EvalOptions().suites, fills=fills, max_tokens=max_tokens, judge=judge,
+            quality_judge=quality_judge, refusal_judge=refusal_judge, pairwise_judge=pairwise_judge,
+            attacker=attacker, limit=limit)
+        results = evaluate(models, pack=pack, out=out, evals_dir=evals_dir, options=options,
+                           progress=Progress(say=lambda s: err.print(s, highlight=False, soft_wrap=True)))
+    except CoherenceError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        err.print("interrupted; every answer made so far is stored: run the same command again to resume")
+        raise typer.Exit(130) from None
+    render(results, console)
 
 
 def main() -> None:  # pragma: no cover

@@ -1,0 +1,10 @@
+"""Evaluation: Inspect AI tasks and scorers read from the pack (safety, over-refusal, anchoring, thick vs
+thin, degenerate answers), paired comparisons with intervals; ``coherence eval``.
+
+:func:`evaluate` is the library entry point: it returns the results (``results.json``'s content), so a
+training-recipe sweep can script it. Inspect AI is imported only when an eval runs.
+"""
+
+from coherence.evaluate.runner import SUITES, EvalOptions, Progress, evaluate, model_args_for
+
+__all__ = ["SUITES", "EvalOptions", "Progress", "evaluate", "model_args_for"]
