@@ -404,12 +404,10 @@ class _EvalGroup(typer.core.TyperGroup):
     """``coherence eval [RUN] [--model ...]`` runs the suites; ``coherence eval <subcommand>`` (such as
     ``score-kobbq``) runs that subcommand: an argument that names no subcommand goes to ``run``."""
 
-    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
-        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
-            args.insert(0, "run")
-        elif not args:
-            args.insert(0, "run")
-        return super().resolve_command(ctx, args)
+    def parse_args(self, ctx: Any, args: list[str]) -> Any:
+        if not args or args[0] not in self.commands:
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
 
 
 eval_app = typer.Typer(cls=_EvalGroup, help="Measure what training changed (suites on Inspect AI).",
@@ -437,7 +435,10 @@ def eval_run(
     limit: Annotated[Optional[int], typer.Option(help="At most N items per suite (quick look).")] = None,
     evals_dir: Annotated[Path, typer.Option(help="Where eval folders are created.")] = Path("evals"),
 ) -> None:
-    """Evaluate models: safety (plain + 5 attacks), over-refusal, anchoring, thick vs thin, degenerate answers."""
+    """Evaluate models: safety (plain + 5 attacks), over-refusal, anchoring, thick vs thin, degenerate answers.
+
+    The first model is the base of every comparison. Other eval commands: `coherence eval score-kobbq --help`.
+    """
     from coherence.evaluate import EvalOptions, Progress, evaluate, model_args_for
     from coherence.evaluate.table import render
 

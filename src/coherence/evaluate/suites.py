@@ -69,9 +69,12 @@ async def safety_items(pack: Pack, attacker: Model, *, fills: int = 1, strategie
         return Item("safety", f"{row['id']}|{strategy_id}", out.text.strip(),
                     {**_meta(row), "strategy": strategy_id})
 
-    plain = [Item("safety", f"{r['id']}|{PLAIN}", r["query"], {**_meta(r), "strategy": PLAIN}) for r in seeds]
-    attacked = await asyncio.gather(*(rewrite(r, s) for r in seeds for s in strategies))
-    return plain + list(attacked)
+    attacked = iter(await asyncio.gather(*(rewrite(r, s) for r in seeds for s in strategies)))
+    items = []  # each prompt plainly, then under each strategy: a --limit keeps whole groups
+    for r in seeds:
+        items.append(Item("safety", f"{r['id']}|{PLAIN}", r["query"], {**_meta(r), "strategy": PLAIN}))
+        items += [next(attacked) for _ in strategies]
+    return items
 
 
 def _meta(row: dict[str, Any]) -> dict[str, Any]:
