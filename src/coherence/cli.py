@@ -426,7 +426,7 @@ def eval_run(
     suite: Annotated[Optional[list[str]], typer.Option(help="Suites to run (default all): safety, over_refusal, "
                                                              "anchoring, thick_thin. Repeatable.")] = None,
     fills: Annotated[int, typer.Option(help="Slot fills per held-out template.")] = 1,
-    max_tokens: Annotated[int, typer.Option(help="Longest answer of the evaluated models.")] = 160,
+    max_tokens: Annotated[int, typer.Option(help="Longest answer of the evaluated models.")] = 128,
     judge: Annotated[str, typer.Option(help="Response-harm judge (offline:judge* or an LLM spec).")] = "offline:judge",
     quality_judge: Annotated[Optional[str], typer.Option(help="LLM quality judge for P1-P3 (optional).")] = None,
     refusal_judge: Annotated[Optional[str], typer.Option(help="LLM refusal judge, XSTest classes (optional).")] = None,

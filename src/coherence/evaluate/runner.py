@@ -43,7 +43,7 @@ class EvalOptions:
     """Suites to run (``safety``, ``over_refusal``, ``anchoring``, ``thick_thin``)."""
     fills: int = 1
     """Slot fills per held-out eval template (each asked plainly and under the 5 strategies)."""
-    max_tokens: int = 160
+    max_tokens: int = 128
     """Longest answer of the models under evaluation (greedy)."""
     judge: str = "offline:judge"
     """Response-harm judge: ``offline:judge*`` (heuristic) or an LLM spec."""

@@ -23,8 +23,9 @@ from pathlib import Path
 from coherence.config import ModelSpec, load_config
 from coherence.errors import CoherenceError
 
-LOCAL_DEFAULTS = {"max_concurrency": 32}
-"""Local models batch the calls in flight: 32 at a time (the pipeline's target setting)."""
+LOCAL_DEFAULTS = {"max_concurrency": 32, "timeout": 3600.0}
+"""Local models batch the calls in flight, 32 at a time (the pipeline's target setting); a call's
+timeout covers its wait for a batch, so it is generous (a local model does not hang like a server)."""
 
 
 @dataclass(frozen=True)
