@@ -14,7 +14,7 @@ from coherence.packs.loader import Pack
 from coherence.store import Store
 
 PROVENANCE_COLUMNS = ("pack", "seed_id", "domain", "subcategory", "template", "strategy", "attempt",
-                      "attacker", "target", "generator")
+                      "attacker", "target", "generator", "generator_model")
 
 
 def _first(scores: dict[str, Any]) -> Any:
