@@ -473,5 +473,40 @@ def eval_run(
     render(results, console)
 
 
+# --- KoBBQ scoring and judge calibration (coherence.evaluate.kobbq, .calibrate) ---
+
+judge_app = typer.Typer(help="Measure the judges.", no_args_is_help=True)
+app.add_typer(judge_app, name="judge")
+
+
+def _write_json(data: Any, out: Optional[Path]) -> None:
+    import json
+
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+
+
+@eval_app.command("score-kobbq")
+def eval_score_kobbq(
+    file: Annotated[Path, typer.Argument(help="KoBBQ TSV (its columns) whose `prediction` column holds raw outputs.")],
+    prompt_id: Annotated[Optional[int], typer.Option(help="KoBBQ prompt 1-5 the answers were made with, for rows "
+                                                          "without a prompt_id column (default 1).")] = None,
+    mode: Annotated[str, typer.Option(help="pooled (KoBBQ's test mode) | template_mean (its all mode).")] = "pooled",
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the metrics here.")] = None,
+) -> None:
+    """Score raw model outputs on KoBBQ exactly as KoBBQ's evaluation code does; print the metrics as JSON."""
+    import json
+
+    from coherence.evaluate.kobbq import score_tsv
+
+    try:
+        result = score_tsv(file, prompt_id=prompt_id, mode=mode)
+    except CoherenceError as exc:
+        _fail(exc)
+    _write_json(result, json_out)
+    print(json.dumps(result, ensure_ascii=False, indent=2))
+
+
 def main() -> None:  # pragma: no cover
     app()
