@@ -447,6 +447,13 @@ def eval_run(
     pairwise_judge: Annotated[Optional[str], typer.Option(help="LLM thick-vs-thin judge (default heuristic).")] = None,
     attacker: Annotated[str, typer.Option(help="Attacker for the 5 strategies.")] = "offline:attacker",
     limit: Annotated[Optional[int], typer.Option(help="At most N items per suite (quick look).")] = None,
+    redteam: Annotated[Optional[Path], typer.Option(help="Red-team file (CSV/JSONL/parquet, a prompt column).")] = None,
+    kobbq: Annotated[Optional[Path], typer.Option(help="KoBBQ TSV in KoBBQ's columns (bias suite).")] = None,
+    kobbq_prompt: Annotated[Optional[list[int]], typer.Option(help="KoBBQ prompts 1-5 to ask (default all).")] = None,
+    capability: Annotated[Optional[list[str]], typer.Option(help=(
+        "lm-eval task on the local models (kmmlu, haerae, hrm8k, kobest...), offline. Repeatable."))] = None,
+    capability_limit: Annotated[Optional[float], typer.Option(help="Items per capability task (or a fraction).")] = None,
+    capability_tasks_dir: Annotated[Optional[list[Path]], typer.Option(help="Folder of extra lm-eval task YAMLs.")] = None,
     evals_dir: Annotated[Path, typer.Option(help="Where eval folders are created.")] = Path("evals"),
 ) -> None:
     """Evaluate models: safety (plain + 5 attacks), over-refusal, anchoring, thick vs thin, degenerate answers.
@@ -462,7 +469,10 @@ def eval_run(
         options = EvalOptions(
             suites=tuple(suite) if suite else EvalOptions().suites, fills=fills, max_tokens=max_tokens, judge=judge,
             quality_judge=quality_judge, refusal_judge=refusal_judge, pairwise_judge=pairwise_judge,
-            attacker=attacker, limit=limit)
+            attacker=attacker, limit=limit, redteam=str(redteam) if redteam else None,
+            kobbq=str(kobbq) if kobbq else None, kobbq_prompts=tuple(kobbq_prompt or (1, 2, 3, 4, 5)),
+            capability=tuple(capability or ()), capability_limit=capability_limit,
+            capability_task_dirs=tuple(str(d) for d in capability_tasks_dir or ()))
         results = evaluate(models, pack=pack, out=out, evals_dir=evals_dir, options=options,
                            progress=Progress(say=lambda s: err.print(s, highlight=False, soft_wrap=True)))
     except CoherenceError as exc:

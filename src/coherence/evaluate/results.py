@@ -30,6 +30,10 @@ def _groups(row: Row, *, strategy: bool) -> list[str]:
         out.append(f"domain:{m['domain']}")
     if m.get("subcategory"):
         out.append(f"subcategory:{m['subcategory']}")
+    if m.get("category"):  # a red-team file's categories (KorSET lv1_name / lv2_name)
+        out.append(f"category:{m['category']}")
+    if m.get("file_subcategory"):
+        out.append(f"subcategory:{m['file_subcategory']}")
     return out
 
 
@@ -96,7 +100,8 @@ def compute(rows: list[Row], labels: list[str], pairwise: list[Row] | None = Non
 
     # ---- safety, over-refusal: rates per group, paired comparisons with the base
     for suite, suite_rows, rates, strategy in (("safety", safety, SAFETY_RATES, True),
-                                                ("over_refusal", benign, BENIGN_RATES, False)):
+                                                ("over_refusal", benign, BENIGN_RATES, False),
+                                                ("redteam", by_suite.get("redteam", []), SAFETY_RATES, False)):
         for group, grows in _by(suite_rows, lambda r, s=strategy: _groups(r, strategy=s)).items():
             for label in labels:
                 mine = [r for r in grows if r["model"] == label]
@@ -169,6 +174,9 @@ def compute(rows: list[Row], labels: list[str], pairwise: list[Row] | None = Non
         c = paired_binary(losses, wins, seed=seed)  # McNemar on (base preferred) vs (other preferred)
         if c is not None:
             comparisons.append(_comparison("thick_thin", "preferred", "all", labels[0], other, c))
+    kobbq_rows = by_suite.get("kobbq", [])
+    if kobbq_rows:
+        metrics += _kobbq_metrics(kobbq_rows, labels)
     if judge_check:
         judge = judge_check[0]["judge"]
         metrics.append(_rate("thick_thin", "judge_prefers_thick_exemplar", "all", judge,
@@ -179,3 +187,24 @@ def compute(rows: list[Row], labels: list[str], pairwise: list[Row] | None = Non
 def _comparison(suite: str, metric: str, group: str, base: str, other: str, c: Any) -> dict[str, Any]:
     return {"suite": suite, "metric": metric, "group": group, "base": base, "other": other, "delta": c.delta,
             "ci": list(c.ci), "p_value": c.p_value, "n": c.n, "test": c.test}
+
+
+def _kobbq_metrics(rows: list[Row], labels: list[str]) -> list[dict[str, Any]]:
+    """KoBBQ's own metrics per model (pooled, overall and per category), from evalx's scorer."""
+    from coherence.evaluate import kobbq
+
+    out = []
+    for label in labels:
+        mine = [{**r["meta"], "output": r["answer"]} for r in rows if r["model"] == label]
+        if not mine:
+            continue
+        scored = kobbq.score(mine)
+        for group, values in [("all", scored["overall"])] + [(f"category:{c}", v)
+                                                            for c, v in scored["by_category"].items()]:
+            for metric in kobbq.METRICS:
+                value = values.get(metric) if isinstance(values, dict) else None
+                value = None if value is None or value != value else float(value)  # NaN: undefined
+                out.append({"suite": "kobbq", "metric": metric, "group": group, "model": label,
+                            "value": value, "n": int(values.get("n", len(mine))) if isinstance(values, dict) else 0,
+                            "ci": None})
+    return out

@@ -59,6 +59,18 @@ class EvalOptions:
     """Response-harm score at or above which an answer is a successful attack (as in stage B)."""
     limit: int | None = None
     """At most this many items per suite (quick runs); None: all."""
+    redteam: str | None = None
+    """A local red-team file (CSV, JSONL, parquet with a prompt column, such as KorSET): safe rate per category."""
+    kobbq: str | None = None
+    """A local KoBBQ TSV (its own columns): its 5 prompts x 3 choice orders, its extraction and metrics."""
+    kobbq_prompts: tuple[int, ...] = (1, 2, 3, 4, 5)
+    """Which of KoBBQ's 5 prompts to ask."""
+    capability: tuple[str, ...] = ()
+    """lm-evaluation-harness tasks (kmmlu, haerae, hrm8k, kobest...) on the local models, offline."""
+    capability_limit: float | None = None
+    """Items per capability task (an int) or a fraction below 1; None: all."""
+    capability_task_dirs: tuple[str, ...] = ()
+    """Folders of extra lm-eval task YAMLs (local data files through ``dataset_kwargs.data_files``)."""
     seed: int = 0
     """Seed of the A/B order in pairwise judgements and of the bootstrap."""
 
@@ -126,8 +138,9 @@ def evaluate(models: list[str], *, pack: str = "ko-KR", out: Path | None = None,
     resolved = resolve_all(models, max_tokens=options.max_tokens)
     judge_specs = _judge_specs(options)
     _check_specs([m.spec for m in resolved] + list(judge_specs.values()), loaded)
+    external = _load_external(options)  # a missing or malformed file fails here, before anything is written
     out = Path(out) if out is not None else evals_dir / eval_id(loaded, resolved, options)
-    return asyncio.run(_evaluate_async(loaded, resolved, judge_specs, out, options, progress))
+    return asyncio.run(_evaluate_async(loaded, resolved, judge_specs, out, options, progress, external))
 
 
 def _check_specs(specs: list[ModelSpec], pack: Pack) -> None:
@@ -158,16 +171,35 @@ def _judge_specs(options: EvalOptions) -> dict[str, ModelSpec]:
     return specs
 
 
+def _load_external(options: EvalOptions) -> dict[str, Any]:
+    """The suites that read a local file: red-team prompts and KoBBQ samples (evalx's loaders)."""
+    found: dict[str, Any] = {}
+    if options.redteam:
+        from coherence.evaluate import redteam
+
+        found["redteam"] = redteam.load(options.redteam, limit=options.limit)
+    if options.kobbq:
+        from coherence.evaluate import kobbq
+
+        samples = kobbq.build_samples(kobbq.load_tsv(options.kobbq), prompt_ids=options.kobbq_prompts)
+        found["kobbq"] = samples[:options.limit] if options.limit else samples
+    if options.capability:
+        for d in options.capability_task_dirs:
+            if not Path(d).is_dir():
+                raise CoherenceError(f"{d}: no such task folder (fix: a folder of lm-eval task YAMLs)")
+    return found
+
+
 async def _evaluate_async(pack: Pack, models: list[EvalModel], judge_specs: dict[str, ModelSpec], out: Path,
-                          options: EvalOptions, progress: Progress) -> dict[str, Any]:
+                          options: EvalOptions, progress: Progress, external: dict[str, Any]) -> dict[str, Any]:
     from inspect_ai import eval_async
     from inspect_ai.util._display import init_display_type
 
     from coherence.evaluate.inspect_model import inspect_model
     from coherence.evaluate.judging import Judges
     from coherence.evaluate.pairwise import RELIABLE_ACCURACY, PairwiseJudge
-    from coherence.evaluate.scorers import pairwise_task, suite_task
-    from coherence.evaluate.suites import probe_items, safety_items
+    from coherence.evaluate.scorers import kobbq_task, pairwise_task, suite_task
+    from coherence.evaluate.suites import Item, probe_items, safety_items
     from coherence.judges import make_judge
     from coherence.models import ModelPool
     from coherence.store import Store
@@ -195,16 +227,30 @@ async def _evaluate_async(pack: Pack, models: list[EvalModel], judge_specs: dict
             items["anchoring"] = probe_items(pack, framed=False)
         if options.limit:
             items = {k: v[:options.limit] for k, v in items.items()}
+        if "redteam" in external:
+            items["redteam"] = [Item("redteam", r.id, r.prompt, {"harmful": True, "category": r.category,
+                                                                 "file_subcategory": r.subcategory})
+                                for r in external["redteam"]]
         tasks = [suite_task(name, its, judges) for name, its in items.items() if its]
+        kobbq_items = [Item("kobbq", k.id, k.prompt, {**k.meta, "kobbq": True}) for k in external.get("kobbq", [])]
         rows: list[dict[str, Any]] = []
+        capability: list[dict[str, Any]] = []
         for m in models:
-            progress.say(f"{m.label}: {sum(len(v) for v in items.values())} prompts ({m.spec.model})")
-            target = inspect_model(m.label, pool.get(m.spec))
-            results = await eval_async(tasks, model=target, log_dir=str(logs), max_tasks=len(tasks),
-                                       max_samples=1024, score=True, fail_on_error=True)
-            for result in results:
-                _check(result, m.label)
-                rows += [_answer_row(result.eval.task, m, s) for s in result.samples or []]
+            progress.say(f"{m.label}: {sum(len(v) for v in items.values()) + len(kobbq_items)} prompts ({m.spec.model})")
+            runs = [(tasks, inspect_model(m.label, pool.get(m.spec)))]
+            if kobbq_items:
+                from coherence.evaluate.kobbq import MAX_TOKENS
+
+                runs.append(([kobbq_task(kobbq_items)],
+                             inspect_model(m.label, pool.get(m.spec), params={"max_tokens": MAX_TOKENS})))
+            for task_list, target in runs:
+                results = await eval_async(task_list, model=target, log_dir=str(logs), max_tasks=len(task_list),
+                                           max_samples=1024, score=True, fail_on_error=True)
+                for result in results:
+                    _check(result, m.label)
+                    rows += [_answer_row(result.eval.task, m, s) for s in result.samples or []]
+            if options.capability:
+                capability += _capability(m, options, out, progress)
         rows.sort(key=lambda r: (r["suite"], r["model"], r["key"]))
         pairwise_rows, check_rows = [], []
         if "thick_thin" in options.suites:
@@ -232,6 +278,7 @@ async def _evaluate_async(pack: Pack, models: list[EvalModel], judge_specs: dict
         from coherence.evaluate.results import compute
 
         metrics, comparisons = compute(rows, [m.label for m in models], pairwise_rows, check_rows, seed=options.seed)
+        metrics += capability
         totals = pool.stats
         results_doc = {
             "eval_id": out.name, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -254,6 +301,19 @@ async def _evaluate_async(pack: Pack, models: list[EvalModel], judge_specs: dict
     finally:
         await pool.aclose()
         store.close()
+
+
+def _capability(m: EvalModel, options: EvalOptions, out: Path, progress: Progress) -> list[dict[str, Any]]:
+    """lm-eval tasks on one local model (evalx's :mod:`coherence.evaluate.capability`); others are skipped."""
+    from coherence.evaluate import capability
+
+    if not m.spec.model.startswith("local:"):
+        progress.say(f"{m.label}: capability skipped (lm-eval runs local models only; {m.spec.model} is not one)")
+        return []
+    progress.say(f"{m.label}: capability {', '.join(options.capability)} (lm-evaluation-harness)")
+    result = capability.run(m.spec.model, list(options.capability), limit=options.capability_limit, out_dir=out / "capability",
+                            task_dirs=list(options.capability_task_dirs))
+    return capability.metric_rows(result, label=m.label)
 
 
 def _label(name: str) -> str:

@@ -96,3 +96,23 @@ def pairwise_task(name: str, pairs: list[dict[str, Any]], judge: PairwiseJudge) 
     samples = [Sample(input=p["query"], id=p["key"], metadata=p) for p in pairs]
     return Task(name=name, dataset=MemoryDataset(samples, name=name), solver=no_generation(),
                 scorer=pairwise_scorer(judge))
+
+
+@scorer(metrics={"in_choice": [mean()]})
+def kobbq_scorer():  # type: ignore[no-untyped-def]
+    """KoBBQ's extraction (``raw2prediction``) of one answer; the metrics are KoBBQ's own, over all answers."""
+    from coherence.evaluate import kobbq
+
+    async def score(state: TaskState, target: Target) -> Score:
+        answer = state.output.completion
+        judged = kobbq.classify({**state.metadata, "output": answer})
+        in_choice = getattr(judged, "answer_type", "") != "ooc"
+        return Score(value={"in_choice": float(in_choice)}, answer=answer, metadata={"output": answer})
+
+    return score
+
+
+def kobbq_task(items: list[Item]) -> Task:
+    """KoBBQ's prompts as an Inspect task (greedy, KoBBQ's answer length)."""
+    samples = [Sample(input=it.prompt, id=it.key, metadata=it.meta) for it in items]
+    return Task(name="kobbq", dataset=MemoryDataset(samples, name="kobbq"), solver=generate(), scorer=kobbq_scorer())
