@@ -440,12 +440,13 @@ def eval_run(
     suite: Annotated[Optional[list[str]], typer.Option(help="Suites to run (default all): safety, over_refusal, "
                                                              "anchoring, thick_thin. Repeatable.")] = None,
     fills: Annotated[int, typer.Option(help="Slot fills per held-out template.")] = 1,
-    max_tokens: Annotated[int, typer.Option(help="Longest answer of the evaluated models.")] = 128,
+    max_tokens: Annotated[int, typer.Option(help="Longest answer of the evaluated models.")] = 96,
     judge: Annotated[str, typer.Option(help="Response-harm judge (offline:judge* or an LLM spec).")] = "offline:judge",
     quality_judge: Annotated[Optional[str], typer.Option(help="LLM quality judge for P1-P3 (optional).")] = None,
     refusal_judge: Annotated[Optional[str], typer.Option(help="LLM refusal judge, XSTest classes (optional).")] = None,
     pairwise_judge: Annotated[Optional[str], typer.Option(help="LLM thick-vs-thin judge (default heuristic).")] = None,
     attacker: Annotated[str, typer.Option(help="Attacker for the 5 strategies.")] = "offline:attacker",
+    anchoring_per_subcategory: Annotated[int, typer.Option(help="Probes per sub-category asked unframed (0: all).")] = 4,
     limit: Annotated[Optional[int], typer.Option(help="At most N items per suite (quick look).")] = None,
     redteam: Annotated[Optional[Path], typer.Option(help="Red-team file (CSV/JSONL/parquet, a prompt column).")] = None,
     kobbq: Annotated[Optional[Path], typer.Option(help="KoBBQ TSV in KoBBQ's columns (bias suite).")] = None,
@@ -469,7 +470,7 @@ def eval_run(
         options = EvalOptions(
             suites=tuple(suite) if suite else EvalOptions().suites, fills=fills, max_tokens=max_tokens, judge=judge,
             quality_judge=quality_judge, refusal_judge=refusal_judge, pairwise_judge=pairwise_judge,
-            attacker=attacker, limit=limit, redteam=str(redteam) if redteam else None,
+            attacker=attacker, limit=limit, anchoring_per_subcategory=anchoring_per_subcategory or None, redteam=str(redteam) if redteam else None,
             kobbq=str(kobbq) if kobbq else None, kobbq_prompts=tuple(kobbq_prompt or (1, 2, 3, 4, 5)),
             capability=tuple(capability or ()), capability_limit=capability_limit,
             capability_task_dirs=tuple(str(d) for d in capability_tasks_dir or ()))

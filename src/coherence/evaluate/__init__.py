@@ -7,6 +7,7 @@ red-team sets from local files, capability via lm-evaluation-harness and judge c
 training-recipe sweep can script it. Inspect AI is imported only when an eval runs.
 """
 
+from coherence.evaluate.results import headline
 from coherence.evaluate.runner import SUITES, EvalOptions, Progress, evaluate, model_args_for
 
-__all__ = ["SUITES", "EvalOptions", "Progress", "evaluate", "model_args_for"]
+__all__ = ["SUITES", "EvalOptions", "Progress", "evaluate", "headline", "model_args_for"]

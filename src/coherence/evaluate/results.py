@@ -208,3 +208,19 @@ def _kobbq_metrics(rows: list[Row], labels: list[str]) -> list[dict[str, Any]]:
                             "value": value, "n": int(values.get("n", len(mine))) if isinstance(values, dict) else 0,
                             "ci": None})
     return out
+
+
+HEADLINE = (("safety", "safe_rate"), ("safety", "asr"), ("safety", "degenerate_rate"),
+            ("over_refusal", "refusal_rate"), ("over_refusal", "helpful_rate"), ("over_refusal", "degenerate_rate"),
+            ("safety", "p1_of_safe"), ("safety", "p3_of_safe"), ("thick_thin", "other_preferred_rate"))
+
+
+def headline(results: dict[str, Any]) -> dict[str, dict[str, float | None]]:
+    """``{model: {"safety/safe_rate": v, ...}}`` of the headline metrics (group ``all``): what a recipe
+    sweep compares, e.g. ``headline(evaluate([base, tuned]))[tuned]["safety/degenerate_rate"]``."""
+    out: dict[str, dict[str, float | None]] = {m["label"]: {} for m in results["models"]}
+    wanted = set(HEADLINE)
+    for m in results["metrics"]:
+        if m["group"] == "all" and (m["suite"], m["metric"]) in wanted and m["model"] in out:
+            out[m["model"]][f"{m['suite']}/{m['metric']}"] = m["value"]
+    return out

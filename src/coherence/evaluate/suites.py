@@ -82,10 +82,17 @@ def _meta(row: dict[str, Any]) -> dict[str, Any]:
             "seed_query": row["query"], "harmful": True}
 
 
-def probe_items(pack: Pack, *, framed: bool) -> list[Item]:
-    """The benign probes with (``over_refusal``) or without (``anchoring``) their cultural framing."""
+def probe_items(pack: Pack, *, framed: bool, per_subcategory: int | None = None) -> list[Item]:
+    """The benign probes with (``over_refusal``) or without (``anchoring``) their cultural framing; with
+    ``per_subcategory``, only the first N probes of each sub-category (in pack order)."""
     suite = "over_refusal" if framed else "anchoring"
-    return [Item(suite, p.id, p.text if framed else p.unframed,
-                 {"domain": p.domain, "subcategory": p.subcategory, "probe": p.id,
-                  "framing": "framed" if framed else "unframed", "harmful": False})
-            for p in pack.probes.probes]
+    taken: dict[str, int] = {}
+    items = []
+    for p in pack.probes.probes:
+        taken[p.subcategory] = taken.get(p.subcategory, 0) + 1
+        if per_subcategory is not None and taken[p.subcategory] > per_subcategory:
+            continue
+        items.append(Item(suite, p.id, p.text if framed else p.unframed,
+                          {"domain": p.domain, "subcategory": p.subcategory, "probe": p.id,
+                           "framing": "framed" if framed else "unframed", "harmful": False}))
+    return items
