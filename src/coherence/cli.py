@@ -442,7 +442,8 @@ def eval_run(
     model: Annotated[Optional[list[str]], typer.Option("--model", "-m", help=(
         "[LABEL=]SPEC[@API_BASE]: local:smollm2, BASE+ADAPTER, a runs/<id>/train/<name> folder, a cached HF id, "
         "a LiteLLM string. Repeatable; the first is the base of every comparison."))] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Eval folder (default evals/<eval-id>/).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Eval folder (default evals/<eval-id>/; for a run "
+                                                     "runs/<id>/evals/<eval-id>/).")] = None,
     pack: Annotated[str, typer.Option(help="Pack name or folder.")] = "ko-KR",
     suite: Annotated[Optional[list[str]], typer.Option(help="Suites to run (default all): safety, over_refusal, "
                                                              "anchoring, thick_thin. Repeatable.")] = None,
@@ -481,6 +482,8 @@ def eval_run(
             kobbq=str(kobbq) if kobbq else None, kobbq_prompts=tuple(kobbq_prompt or (1, 2, 3, 4, 5)),
             capability=tuple(capability or ()), capability_limit=capability_limit,
             capability_task_dirs=tuple(str(d) for d in capability_tasks_dir or ()))
+        if run is not None and evals_dir == Path("evals"):
+            evals_dir = run / "evals"  # beside the run, where `coherence report runs/<id>` finds it
         results = evaluate(models, pack=pack, out=out, evals_dir=evals_dir, options=options,
                            progress=Progress(say=lambda s: err.print(s, highlight=False, soft_wrap=True)))
     except CoherenceError as exc:
