@@ -436,6 +436,64 @@ eval_app = typer.Typer(cls=_EvalGroup, help="Measure what training changed (suit
 app.add_typer(eval_app, name="eval")
 
 
+@eval_app.command("run", hidden=True)
+def eval_run(
+    run: Annotated[Optional[Path], typer.Argument(help="A run folder: its target vs every adapter trained in it.")] = None,
+    model: Annotated[Optional[list[str]], typer.Option("--model", "-m", help=(
+        "[LABEL=]SPEC[@API_BASE]: local:smollm2, BASE+ADAPTER, a runs/<id>/train/<name> folder, a cached HF id, "
+        "a LiteLLM string. Repeatable; the first is the base of every comparison."))] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Eval folder (default evals/<eval-id>/; for a run "
+                                                     "runs/<id>/evals/<eval-id>/).")] = None,
+    pack: Annotated[str, typer.Option(help="Pack name or folder.")] = "ko-KR",
+    suite: Annotated[Optional[list[str]], typer.Option(help="Suites to run (default all): safety, over_refusal, "
+                                                             "anchoring, thick_thin. Repeatable.")] = None,
+    fills: Annotated[int, typer.Option(help="Slot fills per held-out template.")] = 1,
+    max_tokens: Annotated[int, typer.Option(help="Longest answer of the evaluated models.")] = 96,
+    judge: Annotated[str, typer.Option(help="Response-harm judge (offline:judge* or an LLM spec).")] = "offline:judge",
+    quality_judge: Annotated[Optional[str], typer.Option(help="LLM quality judge for P1-P3 (optional).")] = None,
+    refusal_judge: Annotated[Optional[str], typer.Option(help="LLM refusal judge, XSTest classes (optional).")] = None,
+    pairwise_judge: Annotated[Optional[str], typer.Option(help="LLM thick-vs-thin judge (default heuristic).")] = None,
+    attacker: Annotated[str, typer.Option(help="Attacker for the 5 strategies.")] = "offline:attacker",
+    anchoring_per_subcategory: Annotated[int, typer.Option(help="Probes per sub-category asked unframed (0: all).")] = 4,
+    limit: Annotated[Optional[int], typer.Option(help="At most N items per suite (quick look).")] = None,
+    redteam: Annotated[Optional[Path], typer.Option(help="Red-team file (CSV/JSONL/parquet, a prompt column).")] = None,
+    kobbq: Annotated[Optional[Path], typer.Option(help="KoBBQ TSV in KoBBQ's columns (bias suite).")] = None,
+    kobbq_prompt: Annotated[Optional[list[int]], typer.Option(help="KoBBQ prompts 1-5 to ask (default all).")] = None,
+    capability: Annotated[Optional[list[str]], typer.Option(help=(
+        "lm-eval task on the local models (kmmlu, haerae, hrm8k, kobest...), offline. Repeatable."))] = None,
+    capability_limit: Annotated[Optional[float], typer.Option(help="Items per capability task (or a fraction).")] = None,
+    capability_tasks_dir: Annotated[Optional[list[Path]], typer.Option(help="Folder of extra lm-eval task YAMLs.")] = None,
+    evals_dir: Annotated[Path, typer.Option(help="Where eval folders are created.")] = Path("evals"),
+) -> None:
+    """Evaluate models: safety (plain + 5 attacks), over-refusal, anchoring, thick vs thin, degenerate answers.
+
+    The first model is the base of every comparison. Other eval commands: `coherence eval score-kobbq --help`.
+    """
+    from coherence.evaluate import EvalOptions, Progress, evaluate, model_args_for
+    from coherence.evaluate.table import render
+
+    _setup_logging()
+    try:
+        models = model_args_for(run, model)
+        options = EvalOptions(
+            suites=tuple(suite) if suite else EvalOptions().suites, fills=fills, max_tokens=max_tokens, judge=judge,
+            quality_judge=quality_judge, refusal_judge=refusal_judge, pairwise_judge=pairwise_judge,
+            attacker=attacker, limit=limit, anchoring_per_subcategory=anchoring_per_subcategory or None, redteam=str(redteam) if redteam else None,
+            kobbq=str(kobbq) if kobbq else None, kobbq_prompts=tuple(kobbq_prompt or (1, 2, 3, 4, 5)),
+            capability=tuple(capability or ()), capability_limit=capability_limit,
+            capability_task_dirs=tuple(str(d) for d in capability_tasks_dir or ()))
+        if run is not None and evals_dir == Path("evals"):
+            evals_dir = run / "evals"  # beside the run, where `coherence report runs/<id>` finds it
+        results = evaluate(models, pack=pack, out=out, evals_dir=evals_dir, options=options,
+                           progress=Progress(say=lambda s: err.print(s, highlight=False, soft_wrap=True)))
+    except CoherenceError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        err.print("interrupted; every answer made so far is stored: run the same command again to resume")
+        raise typer.Exit(130) from None
+    render(results, console)
+
+
 # --- KoBBQ scoring and judge calibration (coherence.evaluate.kobbq, .calibrate) ---
 
 judge_app = typer.Typer(help="Measure the judges.", no_args_is_help=True)

