@@ -321,7 +321,8 @@ def prepare_run(config: RunConfig, *, resume: str | None = None, run_id: str | N
 
 
 async def run_async(config: RunConfig, run_dir: Path, *, advance: Advance | None = None,
-                    max_cost: float | None = None, on_spend: Callable[[float], None] | None = None) -> dict[str, Any]:
+                    max_cost: float | None = None, on_spend: Callable[[float], None] | None = None,
+                    exclude_rejected: bool = False) -> dict[str, Any]:
     """Run (or resume) the pipeline into ``run_dir`` and export it. Returns the summary.
 
     Args:
@@ -331,6 +332,7 @@ async def run_async(config: RunConfig, run_dir: Path, *, advance: Advance | None
         max_cost: USD the whole run (every invocation together) may spend; the run stops cleanly
             (status ``cost_budget``) before a call would exceed it. None: no limit.
         on_spend: called with the run's total USD after every paid call (for a progress display).
+        exclude_rejected: the export leaves out triplets human reviewers rejected (``coherence review``).
     """
     started = time.time()
     pack = load_pack(config.pack)
@@ -354,7 +356,7 @@ async def run_async(config: RunConfig, run_dir: Path, *, advance: Advance | None
             raise
         finally:
             await pool.aclose()
-        exported = export_run(store, pack, run_dir)
+        exported = export_run(store, pack, run_dir, exclude_rejected=exclude_rejected)
         status = "finished"
         extra: dict[str, Any] = {}
         if pool.stats.cost_stopped:
