@@ -1,5 +1,6 @@
 """The review web app: FastAPI with server-rendered, autoescaped Jinja2 pages; no JavaScript build step
-(one small vanilla script for keyboard shortcuts, served from the package).
+(one small vanilla script for keyboard shortcuts, served from the package). Imported only when
+serving: it needs the ``review`` extra.
 
 Without a valid token nothing of the run shows: every page but the login page and the static files
 asks for the session cookie (the reviewer's token, HttpOnly, SameSite=Lax, checked against its sha256
@@ -12,6 +13,12 @@ import logging
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from jinja2 import Environment, PackageLoader, select_autoescape
+from starlette.exceptions import HTTPException
 
 from coherence.errors import CoherenceError
 from coherence.review.agreement import summarize
@@ -33,19 +40,13 @@ class NotLoggedIn(Exception):
     """No valid session: the login page answers, showing nothing of the run."""
 
 
-def create_app(run: ReviewRun, *, secure_cookie: bool = False) -> Any:
+def create_app(run: ReviewRun, *, secure_cookie: bool = False) -> FastAPI:
     """The ASGI app serving one run.
 
     Args:
         run: from :func:`coherence.review.run.open_run`.
         secure_cookie: mark the session cookie Secure (behind HTTPS).
     """
-    from fastapi import FastAPI, Request
-    from fastapi.responses import HTMLResponse, RedirectResponse, Response
-    from fastapi.staticfiles import StaticFiles
-    from jinja2 import Environment, PackageLoader, select_autoescape
-    from starlette.exceptions import HTTPException
-
     env = Environment(loader=PackageLoader("coherence.review", "templates"),
                       autoescape=select_autoescape(default=True, default_for_string=True))
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
@@ -128,7 +129,7 @@ def create_app(run: ReviewRun, *, secure_cookie: bool = False) -> Any:
 
     def rating_page(name: str, seed_id: str, status: int = 200, values: dict[str, str] | None = None,
                     problems: list[str] | None = None, saved: str = "") -> Response:
-        data = page(run, seed_id)
+        data = page(run, seed_id, keep=values)
         if data is None:
             return error(404, "No such triplet", f"This run has no triplet {seed_id!r}.")
         queue, mine = queue_for(name)

@@ -114,8 +114,9 @@ def thin_answer(pack: Pack, subcategory: str, seed_id: str) -> tuple[int, str] |
     return options[int(hashlib.sha256(seed_id.encode()).hexdigest(), 16) % len(options)]
 
 
-def page(run: ReviewRun, seed_id: str) -> dict[str, Any] | None:
-    """Everything one rating page shows, with a fresh random A/B order; None for an unknown triplet."""
+def page(run: ReviewRun, seed_id: str, *, keep: dict[str, str] | None = None) -> dict[str, Any] | None:
+    """Everything one rating page shows, with a fresh random A/B order (or the order of a submitted
+    form ``keep``, so that its picks still mean the same side); None for an unknown triplet."""
     t = run.store.triplet(seed_id)
     if t is None:
         return None
@@ -133,6 +134,9 @@ def page(run: ReviewRun, seed_id: str) -> dict[str, Any] | None:
         pairs.append({"id": "thick_vs_thin", "title": "Which answer is better?", "thin_exemplar": thin[0],
                       "order": secrets.SystemRandom().sample(["r_plus", "thin"], 2)})
     for pair in pairs:
+        kept = (keep or {}).get(f"order_{pair['id']}", "").split(",")
+        if sorted(kept) == sorted(pair["order"]):
+            pair["order"] = kept
         pair["texts"] = [sides[side] for side in pair["order"]]
     sub_meta = run.pack.subcategories.get(sub)
     return {"triplet": t, "subcategory": sub, "subcategory_name": sub_meta.name_en if sub_meta else sub,
