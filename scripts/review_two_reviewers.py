@@ -69,14 +69,14 @@ def main() -> None:
             for i, seed in enumerate(chosen):
                 page.goto(f"{url}/t/{seed}")
                 labels = judge_labels(run.store, seed, run.criteria)
+                for pair in page.locator("fieldset.pair").all():  # the blind pairs come first
+                    order = pair.locator("input[type=hidden]").first.get_attribute("value").split(",")
+                    better = "r_plus" if rng.random() < prefer else [s for s in order if s != "r_plus"][0]
+                    page.keyboard.press("a" if order[0] == better else "b")
                 for q in run.questions:
                     truth = labels.get(q, 1.0)
                     value = truth if rng.random() >= flip else 1.0 - truth
                     page.keyboard.press("u" if rng.random() < unsure else ("y" if value else "n"))
-                for pair in page.locator("fieldset.pair").all():
-                    order = pair.locator("input[type=hidden]").first.get_attribute("value").split(",")
-                    better = "r_plus" if rng.random() < prefer else [s for s in order if s != "r_plus"][0]
-                    page.keyboard.press("a" if order[0] == better else "b")
                 if i == 0:
                     page.screenshot(path=str(shots / f"{name}-first-rating.png"), full_page=True)
                 with page.expect_navigation():

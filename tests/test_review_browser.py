@@ -112,10 +112,12 @@ def test_rate_a_triplet_with_the_keyboard(served, page):
     page.keyboard.press("n")  # the next unrated triplet
     page.wait_for_selector("#rating")
     seed = page.url.rsplit("/t/", 1)[1].split("?")[0]
-    for key in "yyynyyyuy":  # nine questions
-        page.keyboard.press(key)
+    assert not page.locator("#r-plus").is_visible()  # blind: the labelled answers wait for the picks
     page.keyboard.press("a")  # r+ vs r-
     page.keyboard.press("b")  # thick vs thin
+    assert page.locator("#r-plus").is_visible()
+    for key in "yyynyyyuy":  # nine questions
+        page.keyboard.press(key)
     page.keyboard.press("c")
     page.keyboard.type("typed with the keyboard")
     page.keyboard.press("Escape")
@@ -138,7 +140,7 @@ def test_an_xss_payload_in_r_minus_stays_inert(served, page):
     run, url, seed = served
     page.goto(url + f"/login?token={add_reviewer(run, 'xss-check')}")
     page.goto(url + f"/t/{seed}")
-    assert "<script>window.__xss" in page.locator("#r-minus").inner_text()  # shown as text
+    assert "<script>window.__xss" in page.locator("#r-minus").text_content()  # shown as text
     assert page.evaluate("window.__xss === undefined")
     assert page.locator("#r-minus img").count() == 0 and page.locator("#r-minus script").count() == 0
     page.goto(url + "/")
