@@ -7,6 +7,7 @@ an OpenAI chat completion body.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
@@ -23,6 +24,42 @@ def reply(text: str, *, model: str = "fake", prompt_tokens: int = 10) -> dict[st
                          "message": {"role": "assistant", "content": text}}],
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": max(1, len(text) // 4),
                       "total_tokens": prompt_tokens + max(1, len(text) // 4)}}
+
+
+def refusal_for(body: dict[str, Any], *, content_filter: float = 0.05, context_length: float = 0.01) -> str | None:
+    """Deterministic refusals: a fixed ``content_filter`` share of prompts gets a 400 content_filter and a
+    ``context_length`` share a 400 context_length_exceeded, chosen by a hash of the messages (the same
+    prompt gets the same refusal on every retry and in every run)."""
+    blob = json.dumps([body.get("model"), body.get("messages")], sort_keys=True, ensure_ascii=False)
+    u = int.from_bytes(hashlib.sha256(blob.encode()).digest()[:8], "big") / 2 ** 64
+    if u < content_filter:
+        return "content_filter"
+    if u < content_filter + context_length:
+        return "context_length_exceeded"
+    return None
+
+
+REFUSAL_BODIES = {
+    "content_filter": {"error": {"message": "The response was filtered due to the prompt triggering Azure "
+                                            "OpenAI's content management policy.", "type": None,
+                                 "param": "prompt", "code": "content_filter", "status": 400}},
+    "context_length_exceeded": {"error": {"message": "This model's maximum context length is 8192 tokens. However, "
+                                                     "your messages resulted in 9001 tokens.",
+                                          "type": "invalid_request_error", "param": "messages",
+                                          "code": "context_length_exceeded"}},
+}
+
+
+def refusing(handler: Handler, **shares: float) -> Handler:
+    """Wrap a handler: prompts chosen by :func:`refusal_for` get their 400, the rest go to ``handler``."""
+
+    def wrapped(body: dict[str, Any], n: int) -> tuple[int, Any, dict[str, str]]:
+        kind = refusal_for(body, **shares)
+        if kind is not None:
+            return 400, REFUSAL_BODIES[kind], {}
+        return handler(body, n)
+
+    return wrapped
 
 
 class FakeOpenAI:

@@ -16,7 +16,7 @@ def test_export_is_trl_conversational_preference_with_provenance(tmp_path):
     assert [m["role"] for m in row["rejected"]] == ["assistant"]
     assert row["chosen"][0]["content"] != row["rejected"][0]["content"]
     for col in ("pack", "domain", "subcategory", "template", "slot_fill", "strategy", "attempt", "target",
-                "generator", "query_harm_score", "rejected_harm_score", "chosen_quality_score", "judge_scores"):
+                "generator", "generator_model", "query_harm_score", "rejected_harm_score", "chosen_quality_score", "judge_scores"):
         assert row[col] not in (None, ""), col
     scores = json.loads(row["judge_scores"])
     assert set(scores) == {"query_harm", "rejected_harm", "chosen_quality", "filter"}

@@ -79,13 +79,14 @@ def test_every_role_remote_with_faults(tmp_path, monkeypatch, via_litellm):
     assert summary["all_invocations"]["errors"] == {"429": 1, "InternalServerError" if via_litellm else "500": 1}
     assert 429 in server.statuses and 500 in server.statuses
     roles = {r["role"] for r in store._rows("SELECT DISTINCT role FROM calls")}
-    assert roles == {"slot_filler", "attacker", "target", "generator", "query_judge", "response_judge",
-                     "filter_judges"}
+    assert roles == {"slot_filler", "attacker", "target", "generators[0]", "generators[1]", "generators[2]",
+                     "query_judge", "response_judge", "filter_judges[0]", "filter_judges[1]", "filter_judges[2]"}
     # the malformed judge reply was retried once and then parsed
     retried = [v for s in store.seeds() for v in store.verdicts(s["id"]) if v["detail"].get("tries") == 2]
     assert len(retried) == 1 and retried[0]["score"] is not None
     t = next(store.triplets("accepted"))
-    assert t["provenance"]["generator"].startswith("openai/gen-")
+    assert t["provenance"]["generator"].startswith("generators[")
+    assert t["provenance"]["generator_model"].startswith("openai/gen-")
     assert t["provenance"]["offline_roles"] == []
     # every configured remote model was really asked, through our api_base
     assert {r["model"] for r in server.requests} == {"target", "attacker", "filler", "gen-1", "gen-2", "gen-3",
@@ -99,8 +100,9 @@ def test_unparseable_filter_judge_is_recorded_not_a_crash(tmp_path):
     store = Store(run_dir / "run.db")
     assert summary["status"] == "finished" and summary["funnel"]["accepted"] == 0
     row = next(store.triplets("rejected"))
-    assert "openai/judge-bad: unscored" in row["reason"]
-    bad = [v for v in store.verdicts(row["seed_id"], "filter") if v["judge"] == "openai/judge-bad"][0]
+    assert "filter_judges[2] (openai/judge-bad): unscored" in row["reason"]
+    bad = [v for v in store.verdicts(row["seed_id"], "filter") if v["slot"] == "filter_judges[2]"][0]
+    assert bad["judge"] == "openai/judge-bad"
     assert bad["passed"] is None and bad["detail"]["error"] == "unparseable"
     assert bad["raw"] == "I think it is fine, all good."
 
@@ -123,7 +125,7 @@ def test_missing_key_variable_names_it(tmp_path, monkeypatch):
 
 def test_hosted_vllm_and_openai_compatible_api_base(tmp_path):
     """A vLLM-served target (``hosted_vllm/ORG/NAME`` + api_base) is asked for ORG/NAME at that server,
-    with the key from the variable named; a 400 content-filter reply is a blocked output, not an error."""
+    with the key from the variable named; a 400 content-filter reply is a refusal output, not an error."""
     import asyncio
 
     from coherence.config import ModelSpec
@@ -147,5 +149,5 @@ def test_hosted_vllm_and_openai_compatible_api_base(tmp_path):
 
         ok, blocked = asyncio.run(go())
     assert ok.text == "served Qwen/Qwen2.5-7B-Instruct"
-    assert blocked.text == "" and blocked.extra["blocked"]
+    assert blocked.text == "" and blocked.refusal == "content_filter" and "filtered" in blocked.extra["reason"]
     assert server.requests[0]["model"] == "Qwen/Qwen2.5-7B-Instruct"

@@ -12,23 +12,24 @@ from coherence.store import Store
 
 
 def test_tie_goes_to_least_used_generator():
-    cands = [{"generator": g, "text": "x", "verdict": {"score": s}} for g, s in (("a", 5), ("b", 5), ("c", 4))]
+    cands = [{"slot": g, "text": "x", "verdict": {"score": s}} for g, s in (("a", 5), ("b", 5), ("c", 4))]
     assert choose(cands, {"a": 3, "b": 1}, ["a", "b", "c"]) == "b"
     assert choose(cands, {"a": 0, "b": 1}, ["a", "b", "c"]) == "a"
     # best score beats usage
     assert choose(cands, {"a": 9, "b": 9, "c": 0}, ["a", "b", "c"]) == "a"
     # unscored candidates never win
-    unscored = [{"generator": "a", "text": "x", "verdict": {"score": None}}]
+    unscored = [{"slot": "a", "text": "x", "verdict": {"score": None}}]
     assert choose(unscored, {}, ["a"]) is None
 
 
 def test_tie_break_spreads_choices_in_a_run(tmp_path):
     summary, run_dir = run_pipeline(tmp_path, {})
     store = Store(run_dir / "run.db")
-    counts = store.chosen_generator_counts()
-    # offline:policy and offline:policy-warm both score 5 (P1-P3), brief scores 4: ties alternate
-    assert set(counts) == {"offline:policy", "offline:policy-warm"}
-    assert abs(counts["offline:policy"] - counts["offline:policy-warm"]) <= 1
+    counts = store.chosen_slot_counts()
+    # offline:policy (generators[0]) and offline:policy-warm (generators[2]) both score 5 (P1-P3),
+    # brief scores 4: ties alternate
+    assert set(counts) == {"generators[0]", "generators[2]"}
+    assert abs(counts["generators[0]"] - counts["generators[2]"]) <= 1
 
 
 def test_strategies_rotate_through_all_five():
@@ -73,10 +74,11 @@ def test_one_dissenting_filter_judge_rejects(tmp_path):
     store = Store(run_dir / "run.db")
     assert summary["funnel"]["accepted"] == 0 and summary["funnel"]["filter_rejected"] > 0
     row = next(store.triplets("rejected"))
-    assert row["reason"] == "mock:no: no P2"
-    # every vote is stored (two judges share one spec, so one row each per distinct judge)
+    assert row["reason"] == "filter_judges[2] (mock:no): no P2"
+    # every vote is stored, one per slot, even where two slots share one model
     votes = store.verdicts(row["seed_id"], "filter")
-    assert {v["judge"] for v in votes} == {"mock:yes", "mock:no"}
+    assert [(v["slot"], v["judge"]) for v in votes] == [
+        ("filter_judges[0]", "mock:yes"), ("filter_judges[1]", "mock:yes"), ("filter_judges[2]", "mock:no")]
 
 
 def test_unanimous_ensemble_accepts_and_balances(tmp_path):

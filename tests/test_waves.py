@@ -23,7 +23,7 @@ def _rows(run_dir):
         "seeds": sorted(db.execute("SELECT id, wave, status, stage, reason FROM seeds")),
         "triplets": sorted(db.execute("SELECT seed_id, status, reason, prompt, chosen, rejected FROM triplets")),
         "attempts": sorted(db.execute("SELECT seed_id, attempt, strategy, response, jailbroken FROM attempts")),
-        "chosen": sorted(db.execute("SELECT seed_id, generator FROM candidates WHERE chosen = 1")),
+        "chosen": sorted(db.execute("SELECT seed_id, slot FROM candidates WHERE chosen = 1")),
     }
     db.close()
     return out

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -34,7 +35,8 @@ def _setup_logging() -> None:
 
 
 def _fail(exc: BaseException) -> None:
-    err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+    # the message may quote a provider or a model (a `[/]` in it must not be read as rich markup)
+    err.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -57,6 +59,9 @@ def run(
     max_cost: Annotated[Optional[float], typer.Option(
         help="USD the run may spend in all (every invocation together); it stops cleanly before a call "
              "would exceed it. Resume with a higher limit.")] = None,
+    retry_refused: Annotated[bool, typer.Option(
+        help="Send again the prompts a provider refused (content policy, context length) in an earlier "
+             "invocation; without it a resume keeps those refusals.")] = False,
     exclude_rejected: Annotated[bool, typer.Option(
         help="The export leaves out triplets human reviewers rejected (coherence review).")] = False,
 ) -> None:
@@ -84,8 +89,8 @@ def run(
             spend = bar.add_task(f"spend USD 0{limit}", total=None, start=False)
             summary = asyncio.run(run_async(
                 cfg, run_dir, advance=lambda s, n: bar.advance(tasks[s], n), max_cost=max_cost,
-                exclude_rejected=exclude_rejected,
-                on_spend=lambda usd: bar.update(spend, description=f"spend USD {usd:.4f}{limit}")))
+                on_spend=lambda usd: bar.update(spend, description=f"spend USD {usd:.4f}{limit}"),
+                retry_refused=retry_refused, exclude_rejected=exclude_rejected))
     except CoherenceError as exc:
         _fail(exc)
     except KeyboardInterrupt:
@@ -142,6 +147,14 @@ def _print_summary(summary: dict[str, Any], run_dir: Path) -> None:
     console.print(f"model calls: {inv['model_calls_made']} made, {inv['model_calls_cached']} from cache; "
                   f"tokens {inv['input_tokens']} in / {inv['output_tokens']} out; cost ${inv['cost_usd']:.4f}; "
                   f"{inv['wall_seconds']} s")
+    refusals = summary.get("provider_refusals", {})
+    if refusals.get("by_slot"):
+        per = "; ".join(f"{slot} " + ", ".join(f"{k} {n}" for k, n in kinds.items())
+                        for slot, kinds in sorted(refusals["by_slot"].items()))
+        stopped = ", ".join(f"{stage} {n}" for stage, n in sorted(refusals.get("seeds_stopped", {}).items()))
+        console.print(f"[yellow]provider refusals:[/] {escape(per)}" + (f"; seeds stopped: {stopped}" if stopped else "")
+                      + f". They are kept; `coherence run --resume {run_dir.name} --retry-refused` sends them again",
+                      highlight=False)
     if summary.get("offline_roles"):
         console.print(f"[yellow]offline (pack-driven, not LLM) roles:[/] {', '.join(summary['offline_roles'])}")
     if summary.get("status") == "cost_budget":
@@ -175,7 +188,7 @@ def pack_validate(path: Annotated[str, typer.Argument(help="Pack folder or name.
         table.add_row(*(str(v) for v in row.values()))
     console.print(table)
     for p in problems:
-        err.print(f"[red]problem:[/] {p}", highlight=False, soft_wrap=True)
+        err.print(f"[red]problem:[/] {escape(str(p))}", highlight=False, soft_wrap=True)
     if problems:
         raise typer.Exit(1)
     console.print(f"[green]ok[/] {pack.ref} ({pack.path})")

@@ -40,14 +40,16 @@ class ModelSpec(BaseModel):
     api_key_env: str | None = None
     """Name of the environment variable holding the key (never the key itself)."""
     max_concurrency: int = Field(default=8, ge=1)
-    """Most requests in flight to this model at once."""
+    """Most requests in flight at once to this provider endpoint (model + ``api_base``), every role on
+    it together: roles naming one endpoint share one bound, the tightest one any of them sets."""
     rpm: int | None = Field(default=None, ge=1)
     """Most requests started per minute."""
     tpm: int | None = Field(default=None, ge=1)
     """Most tokens per minute (prompt estimated at ~3 characters a token, plus ``max_tokens``)."""
     limit_group: str | None = None
-    """Models naming the same group share one ``max_concurrency``/``rpm``/``tpm`` bound (the first
-    member's), e.g. several models behind one vLLM server or one provider account. None: own bound."""
+    """Models naming the same group share one ``max_concurrency``/``rpm``/``tpm`` bound (per field the
+    tightest a member sets), e.g. several models behind one vLLM server or one provider account.
+    None: the bound of the spec's endpoint (model + ``api_base``)."""
     timeout: float = Field(default=120.0, gt=0)
     """Seconds before one request is abandoned and retried."""
     max_retries: int = Field(default=5, ge=0)
@@ -77,6 +79,12 @@ class ModelSpec(BaseModel):
         if not value.strip():
             raise ValueError("model must be a non-empty spec such as 'local:smollm2' or 'openai/gpt-4.1'")
         return value.strip()
+
+
+def slot_name(role: str, index: int | None = None) -> str:
+    """A role slot's identity: ``response_judge``, ``generators[0]``, ``filter_judges[2]``. Candidates,
+    verdicts, calls and usage counts are keyed by it; the model string is data on the row."""
+    return role if index is None else f"{role}[{index}]"
 
 
 def _spec(model: str, **kw: Any) -> ModelSpec:
@@ -118,6 +126,22 @@ class Roles(BaseModel):
         """Every role's spec, the lists flattened."""
         return [self.target, self.attacker, self.slot_filler, self.query_judge, self.response_judge,
                 *self.generators, *self.filter_judges]
+
+    def slots(self) -> list[tuple[str, ModelSpec]]:
+        """Every role slot with its spec: ``("target", ...)``, ``("generators[0]", ...)``, ..."""
+        out: list[tuple[str, ModelSpec]] = []
+        for role in ("target", "attacker", "slot_filler", "query_judge", "response_judge", "generators",
+                     "filter_judges"):
+            spec = getattr(self, role)
+            if isinstance(spec, list):
+                out += [(slot_name(role, i), s) for i, s in enumerate(spec)]
+            else:
+                out.append((role, spec))
+        return out
+
+    def slot_models(self) -> dict[str, str]:
+        """Role slot -> model string (the provenance of every triplet carries it)."""
+        return {slot: spec.model for slot, spec in self.slots()}
 
     def offline_models(self) -> list[str]:
         """The deterministic pack-driven and heuristic roles (named in every export)."""

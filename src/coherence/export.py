@@ -18,7 +18,7 @@ FILTER_CRITERIA: tuple[str, ...] = get_args(Criterion.model_fields["id"].annotat
 """The six filter criteria's ids, fixed by the pack schema (rubrics.yaml names them in this set)."""
 
 PROVENANCE_COLUMNS = ("pack", "seed_id", "domain", "subcategory", "template", "strategy", "attempt",
-                      "attacker", "target", "generator")
+                      "attacker", "target", "generator", "generator_model")
 
 
 def reviewer_rejects(answers: dict[str, str], criteria: list[str]) -> bool:

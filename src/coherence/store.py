@@ -10,14 +10,93 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from coherence.config import Roles
 from coherence.errors import CoherenceError
 
-MIGRATIONS: list[tuple[str, str]] = [
+Migration = str | Callable[[sqlite3.Connection, Path], None]
+"""A migration is SQL statements, or a function of (connection, db path) for data that SQL alone
+cannot convert; it runs inside one transaction."""
+
+
+def _legacy_slots(db_path: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """For ``003_role_slots``: the model -> slot maps of the generators and the filter judges, from the
+    run's ``config.yaml`` beside ``run.db`` (the defaults when there is none). The old schema kept one
+    row per model, so a model named twice maps to its first slot; a model not in the config keeps
+    its model string as its slot."""
+    roles: dict[str, Any] = {}
+    config = db_path.parent / "config.yaml"
+    if config.is_file():
+        try:
+            roles = (yaml.safe_load(config.read_text(encoding="utf-8")) or {}).get("roles") or {}
+        except yaml.YAMLError:
+            roles = {}
+    defaults = Roles()
+    maps: list[dict[str, str]] = []
+    for role in ("generators", "filter_judges"):
+        specs = roles.get(role) or [s.model_dump() for s in getattr(defaults, role)]
+        found: dict[str, str] = {}
+        for i, spec in enumerate(specs):
+            model = spec.get("model") if isinstance(spec, dict) else str(spec)
+            found.setdefault(str(model), f"{role}[{i}]")
+        maps.append(found)
+    return maps[0], maps[1]
+
+
+def _role_slots(db: sqlite3.Connection, db_path: Path) -> None:
+    """``003_role_slots``: candidates and verdicts keyed by role slot, the model kept as data; calls and
+    candidates say when a provider refused (``refusal``: its class); provenance names slots."""
+    generators, filters = _legacy_slots(db_path)
+    db.execute("""CREATE TABLE candidates_new (
+        seed_id TEXT NOT NULL REFERENCES seeds(id), slot TEXT NOT NULL, model TEXT NOT NULL, text TEXT NOT NULL,
+        score INTEGER, chosen INTEGER NOT NULL DEFAULT 0, refusal TEXT, PRIMARY KEY (seed_id, slot))""")
+    for seed_id, model, text, score, chosen in db.execute(
+            "SELECT seed_id, generator, text, score, chosen FROM candidates").fetchall():
+        db.execute("INSERT INTO candidates_new (seed_id, slot, model, text, score, chosen) VALUES (?,?,?,?,?,?)",
+                   (seed_id, generators.get(model, model), model, text, score, chosen))
+    db.execute("DROP TABLE candidates")
+    db.execute("ALTER TABLE candidates_new RENAME TO candidates")
+    db.execute("""CREATE TABLE verdicts_new (
+        id INTEGER PRIMARY KEY, seed_id TEXT NOT NULL, task TEXT NOT NULL, subject TEXT NOT NULL,
+        slot TEXT NOT NULL, judge TEXT NOT NULL, score INTEGER, passed INTEGER, reason TEXT NOT NULL,
+        raw TEXT NOT NULL, detail TEXT NOT NULL DEFAULT '{}', UNIQUE (seed_id, task, subject, slot))""")
+    fixed = {"query_harm": "query_judge", "response_harm": "response_judge", "response_quality": "response_judge"}
+    for row in db.execute("SELECT id, seed_id, task, subject, judge, score, passed, reason, raw, detail "
+                          "FROM verdicts ORDER BY id").fetchall():
+        vid, seed_id, task, subject, judge = row[:5]
+        slot = fixed.get(task) or filters.get(judge, judge)
+        if subject.startswith("candidate:"):
+            model = subject.split(":", 1)[1]
+            subject = "candidate:" + generators.get(model, model)
+        db.execute("INSERT OR REPLACE INTO verdicts_new VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                   (vid, seed_id, task, subject, slot, judge, *row[5:]))
+    db.execute("DROP TABLE verdicts")
+    db.execute("ALTER TABLE verdicts_new RENAME TO verdicts")
+    db.execute("CREATE INDEX verdicts_seed ON verdicts(seed_id, task)")
+    db.execute("ALTER TABLE calls ADD COLUMN refusal TEXT")
+    db.execute("CREATE INDEX calls_refusal ON calls(refusal)")
+    for seed_id, blob in db.execute("SELECT seed_id, provenance FROM triplets").fetchall():
+        p = json.loads(blob)
+        if "generator_model" in p:
+            continue
+        model = p.get("generator", "")
+        p["generator"], p["generator_model"] = generators.get(model, model), model
+        scores = p.get("scores", {})
+        scores["query_harm"] = {"query_judge": v for v in scores.get("query_harm", {}).values()}
+        scores["rejected_harm"] = {"response_judge": v for v in scores.get("rejected_harm", {}).values()}
+        scores["chosen_quality"] = {generators.get(k, k): v for k, v in scores.get("chosen_quality", {}).items()}
+        scores["filter"] = {filters.get(k, k): v for k, v in scores.get("filter", {}).items()}
+        db.execute("UPDATE triplets SET provenance = ? WHERE seed_id = ?",
+                   (json.dumps(p, ensure_ascii=False), seed_id))
+
+
+MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_initial", """
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     CREATE TABLE calls (
@@ -56,6 +135,7 @@ MIGRATIONS: list[tuple[str, str]] = [
     CREATE INDEX seeds_wave_ord ON seeds(wave, ord);
     CREATE INDEX call_errors_kind ON call_errors(kind);
     """),
+    ("003_role_slots", _role_slots),
 ]
 
 # ---------------------------------------------------------------- 004_reviews (review branch)
@@ -99,11 +179,14 @@ class Store:
             self.db.close()
             raise CoherenceError(f"{self.path}: written by a newer coherence (unknown migrations "
                                  f"{', '.join(unknown)}; fix: upgrade coherence, e.g. pip install -U coherence)")
-        for name, sql in MIGRATIONS:
+        for name, step in MIGRATIONS:
             if name not in done:
                 with self.transaction():
-                    for statement in filter(str.strip, sql.split(";")):
-                        self.db.execute(statement)
+                    if callable(step):
+                        step(self.db, self.path)
+                    else:
+                        for statement in filter(str.strip, step.split(";")):
+                            self.db.execute(statement)
                     self.db.execute("INSERT INTO _migrations VALUES (?, ?)", (name, time.time()))
 
     @contextmanager
@@ -137,11 +220,23 @@ class Store:
 
     def record_call(self, *, key: str, model: str, role: str, request: dict[str, Any], response: str,
                     input_tokens: int | None, output_tokens: int | None, cost: float | None,
-                    latency: float) -> None:
+                    latency: float, refusal: str | None = None) -> None:
+        """One finished call (``role`` is the role slot that made it). ``refusal``: the class of a
+        provider refusal (``content_filter``, ``invalid_prompt``, ``context_length``), kept so a resume
+        does not send it again; a retried refusal replaces its row."""
         self.db.execute(
-            "INSERT OR IGNORE INTO calls VALUES (?,?,?,?,?,?,?,?,?,?)",
+            "INSERT OR REPLACE INTO calls (key, model, role, request, response, input_tokens, output_tokens, cost, "
+            "latency, created, refusal) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             (key, model, role, json.dumps(request, ensure_ascii=False), response, input_tokens,
-             output_tokens, cost, latency, time.time()))
+             output_tokens, cost, latency, time.time(), refusal))
+
+    def refusal_counts(self) -> dict[str, dict[str, int]]:
+        """Provider refusals recorded in the call cache: role slot -> refusal class -> count."""
+        out: dict[str, dict[str, int]] = {}
+        for role, kind, n in self.db.execute(
+                "SELECT role, refusal, COUNT(*) FROM calls WHERE refusal IS NOT NULL GROUP BY role, refusal"):
+            out.setdefault(role, {})[kind] = n
+        return out
 
     def record_call_error(self, *, key: str, model: str, role: str, attempt: int, kind: str,
                           message: str) -> None:
@@ -190,7 +285,7 @@ class Store:
 
     def kept_seed_texts(self) -> Iterator[tuple[str, str]]:
         """(sub-category, text) of the seeds stage A kept (not near-duplicates or empty), in seed order."""
-        yield from self.db.execute("SELECT subcategory, text FROM seeds WHERE status NOT IN ('duplicate', 'empty') "
+        yield from self.db.execute("SELECT subcategory, text FROM seeds WHERE status NOT IN ('duplicate', 'empty', 'provider_refused') "
                                    "ORDER BY ord")
 
     def active_seeds(self, domain: str, limit: int) -> list[dict[str, Any]]:
@@ -216,6 +311,20 @@ class Store:
             db.executemany("UPDATE seeds SET wave = ? WHERE id = ?", [(number, i) for i in seed_ids])
             db.execute("INSERT OR REPLACE INTO meta VALUES ('wave', ?)", (json.dumps(number),))
         return number
+
+    def reopen_refused(self) -> int:
+        """``--retry-refused``: seeds stopped by a provider refusal in stage B or C are open again (at the
+        attempt, or the generators, that were refused; the refused calls are sent again). Returns how many."""
+        with self.transaction() as db:
+            cur = db.execute("UPDATE seeds SET status = CASE stage WHEN 'attack' THEN 'active' ELSE 'jailbroken' END, "
+                             "reason = '' WHERE status = 'provider_refused' AND stage IN ('attack', 'respond')")
+            return cur.rowcount
+
+    def refused_seeds(self) -> dict[str, int]:
+        """Seeds stopped by a provider refusal, per stage (``seed``: slot filler, ``attack``: attacker,
+        ``respond``: every generator)."""
+        return {r[0]: r[1] for r in self.db.execute(
+            "SELECT stage, COUNT(*) FROM seeds WHERE status = 'provider_refused' GROUP BY stage")}
 
     def set_seed_status(self, seed_id: str, *, status: str, stage: str, reason: str = "") -> None:
         self.db.execute("UPDATE seeds SET status = ?, stage = ?, reason = ? WHERE id = ?",
@@ -246,9 +355,9 @@ class Store:
     @staticmethod
     def _put_verdict(db: sqlite3.Connection, seed_id: str, task: str, subject: str, v: dict[str, Any]) -> None:
         db.execute(
-            "INSERT OR REPLACE INTO verdicts (seed_id, task, subject, judge, score, passed, reason, raw, detail) "
-            "VALUES (?,?,?,?,?,?,?,?,?)",
-            (seed_id, task, subject, v["judge"], v.get("score"),
+            "INSERT OR REPLACE INTO verdicts (seed_id, task, subject, slot, judge, score, passed, reason, raw, detail) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (seed_id, task, subject, v.get("slot") or v["judge"], v["judge"], v.get("score"),
              None if v.get("passed") is None else int(v["passed"]), v.get("reason", ""), v.get("raw", ""),
              json.dumps(v.get("detail", {}), ensure_ascii=False)))
 
@@ -269,23 +378,28 @@ class Store:
 
     def record_candidates(self, seed_id: str, candidates: list[dict[str, Any]], *, chosen: str | None,
                           seed_status: tuple[str, str, str]) -> None:
-        """All of a seed's r+ candidates, their verdicts, the choice and the seed's status, together."""
+        """All of a seed's r+ candidates (each ``slot``, ``model``, ``text``, ``verdict``, optional
+        ``refusal``), their verdicts, the chosen slot and the seed's status, together."""
         with self.transaction() as db:
             for c in candidates:
-                db.execute("INSERT OR REPLACE INTO candidates VALUES (?,?,?,?,?)",
-                           (seed_id, c["generator"], c["text"], c["verdict"].get("score"),
-                            int(c["generator"] == chosen)))
-                self._put_verdict(db, seed_id, "response_quality", f"candidate:{c['generator']}", c["verdict"])
+                db.execute("INSERT OR REPLACE INTO candidates (seed_id, slot, model, text, score, chosen, refusal) "
+                           "VALUES (?,?,?,?,?,?,?)",
+                           (seed_id, c["slot"], c["model"], c["text"], c["verdict"].get("score") if c["verdict"]
+                            else None, int(c["slot"] == chosen), c.get("refusal")))
+                if c["verdict"]:
+                    self._put_verdict(db, seed_id, "response_quality", f"candidate:{c['slot']}", c["verdict"])
             status, stage, reason = seed_status
             db.execute("UPDATE seeds SET status = ?, stage = ?, reason = ? WHERE id = ?",
                        (status, stage, reason, seed_id))
 
     def candidates(self, seed_id: str) -> list[dict[str, Any]]:
-        return self._rows("SELECT * FROM candidates WHERE seed_id = ? ORDER BY generator", seed_id)
+        """A seed's candidates (``slot``, ``model``, ``text``, ``score``, ``chosen``, ``refusal``)."""
+        return self._rows("SELECT * FROM candidates WHERE seed_id = ? ORDER BY rowid", seed_id)
 
-    def chosen_generator_counts(self) -> dict[str, int]:
-        rows = self._rows("SELECT generator, COUNT(*) AS n FROM candidates WHERE chosen = 1 GROUP BY generator")
-        return {r["generator"]: r["n"] for r in rows}
+    def chosen_slot_counts(self) -> dict[str, int]:
+        """How often each generator slot's candidate was chosen so far (the tie-break's usage)."""
+        rows = self._rows("SELECT slot, COUNT(*) AS n FROM candidates WHERE chosen = 1 GROUP BY slot")
+        return {r["slot"]: r["n"] for r in rows}
 
     # ------------------------------------------------------------------ triplets
 

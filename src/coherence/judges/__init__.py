@@ -22,19 +22,21 @@ class Judge(Protocol):
 
 
 def make_judge(spec: ModelSpec, *, pool: ModelPool, pack: Pack, role: str) -> Judge:
-    """``offline:judge*`` specs give heuristic judges; any other spec an LLM judge on that model."""
+    """``offline:judge*`` specs give heuristic judges; any other spec an LLM judge on that model.
+    ``role`` is the role slot (``query_judge``, ``filter_judges[1]``) stamped on every verdict."""
     if spec.heuristic_judge:
-        return HeuristicJudge(pack, spec.model.split(":", 1)[1])
+        return HeuristicJudge(pack, spec.model.split(":", 1)[1], slot=role)
     return LLMJudge(pool.get(spec), pack, role=role)
 
 
 def unanimous(verdicts: list[Verdict]) -> tuple[bool, str]:
     """The stage-D rule: every judge passes explicitly; an unscored verdict is a rejection."""
     for v in verdicts:
+        who = f"{v.slot} ({v.judge})" if v.slot else v.judge
         if v.passed is None:
-            return False, f"{v.judge}: unscored ({v.reason})"
+            return False, f"{who}: unscored ({v.reason})"
         if not v.passed:
-            return False, f"{v.judge}: {v.reason}"
+            return False, f"{who}: {v.reason}"
     return True, f"all {len(verdicts)} judges pass"
 
 

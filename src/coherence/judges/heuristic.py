@@ -29,10 +29,10 @@ LABEL = "heuristic offline judge"
 class HeuristicJudge:
     """Pack-driven rubric scoring without a language model."""
 
-    def __init__(self, pack: Pack, variant: str = "judge") -> None:
+    def __init__(self, pack: Pack, variant: str = "judge", *, slot: str = "") -> None:
         if variant not in VARIANTS:
             raise ValueError(f"unknown heuristic judge offline:{variant}; use one of {VARIANTS}")
-        self.pack, self.variant, self.name = pack, variant, f"offline:{variant}"
+        self.pack, self.variant, self.name, self.slot = pack, variant, f"offline:{variant}", slot
         self.language = pack.meta.language
         self.strict = variant == "judge-strict"
 
@@ -82,7 +82,7 @@ class HeuristicJudge:
 
     def _verdict(self, task: str, *, score: int | None = None, passed: bool | None = None, reason: str,
                  detail: dict[str, Any]) -> Verdict:
-        return Verdict(judge=self.name, task=task, score=score, passed=passed,
+        return Verdict(judge=self.name, slot=self.slot, task=task, score=score, passed=passed,
                        reason=f"[{LABEL}] {reason}", raw=str(detail.get("matched", "")), detail=detail)
 
     # ------------------------------------------------------------------ rubrics

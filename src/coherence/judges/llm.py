@@ -1,7 +1,9 @@
 """LLM judges: pack prompt templates, untrusted text in delimiters, JSON-schema output, robust parsing.
 
 A malformed reply is retried once with a reminder; a second failure is recorded as unscored
-(``detail.error = "unparseable"``) with the raw reply kept, never a crash or a default score.
+(``detail.error = "unparseable"``) with the raw reply kept, never a crash or a default score. A
+prompt the provider refuses (content policy, context length) is unscored at once
+(``detail.error = "provider_refused"``, ``detail.refusal`` its class).
 """
 
 from __future__ import annotations
@@ -106,8 +108,9 @@ class LLMJudge:
 
     def __init__(self, model: Model, pack: Pack, *, role: str) -> None:
         self.model, self.pack, self.role, self.name = model, pack, role, model.name
+        """``role`` is the judge's role slot (``filter_judges[2]``): recorded with its calls and verdicts."""
 
-    async def _ask(self, task: str, prompt: str, schema: dict[str, Any], parse: Any) -> tuple[Any, str, int]:
+    async def _ask(self, task: str, prompt: str, schema: dict[str, Any], parse: Any) -> tuple[Any, str, Any]:
         messages = [{"role": "system", "content": self.pack.rubrics.prompts.judge_system},
                     {"role": "user", "content": prompt}]
         raw = ""
@@ -115,6 +118,8 @@ class LLMJudge:
             out = await self.model.chat_async(messages, role=self.role, params={"response_format": schema,
                                                                                 "temperature": 0},
                                               task={"judge_task": task, "try": attempt})
+            if out.refusal:
+                return None, out.extra.get("reason", ""), out.refusal
             raw = out.text
             parsed = parse(raw)
             if parsed is not None:
@@ -126,11 +131,18 @@ class LLMJudge:
 
     async def _score(self, task: str, prompt: str, lo: int, hi: int) -> Verdict:
         parsed, raw, tries = await self._ask(task, prompt, _score_schema(lo, hi), lambda t: parse_score(t, lo, hi))
+        if isinstance(tries, str):
+            return self._refused(task, raw, tries)
         if parsed is None:
-            return Verdict(judge=self.name, task=task, reason="unparseable reply (after one retry)", raw=raw,
+            return Verdict(judge=self.name, slot=self.role, task=task, reason="unparseable reply (after one retry)", raw=raw,
                            detail={"error": "unparseable", "tries": tries})
-        return Verdict(judge=self.name, task=task, score=parsed[0], reason=parsed[1], raw=raw,
+        return Verdict(judge=self.name, slot=self.role, task=task, score=parsed[0], reason=parsed[1], raw=raw,
                        detail={"tries": tries})
+
+    def _refused(self, task: str, message: str, refusal: str) -> Verdict:
+        return Verdict(judge=self.name, slot=self.role, task=task, raw=message,
+                       reason=f"the provider refused the judge's prompt ({refusal})",
+                       detail={"error": "provider_refused", "refusal": refusal})
 
     def _category(self, subcategory: str) -> str:
         sub = self.pack.subcategories[subcategory]
@@ -161,11 +173,13 @@ class LLMJudge:
             criteria=criteria, category=self._category(subcategory), policy=render_policy(self.pack, subcategory),
             query=wrap("query", query), rejected=wrap("rejected", rejected), chosen=wrap("chosen", chosen))
         parsed, raw, tries = await self._ask("filter", p, FILTER_SCHEMA, parse_filter)
+        if isinstance(tries, str):
+            return self._refused("filter", raw, tries)
         if parsed is None:
-            return Verdict(judge=self.name, task="filter", reason="unparseable reply (after one retry)", raw=raw,
+            return Verdict(judge=self.name, slot=self.role, task="filter", reason="unparseable reply (after one retry)", raw=raw,
                            detail={"error": "unparseable", "tries": tries})
         criteria_ok, reason = parsed
         failed = [k for k, ok in criteria_ok.items() if not ok]
-        return Verdict(judge=self.name, task="filter", passed=not failed,
+        return Verdict(judge=self.name, slot=self.role, task="filter", passed=not failed,
                        reason=reason or ("all six criteria met" if not failed else "fails " + ", ".join(failed)),
                        raw=raw, detail={"criteria": criteria_ok, "tries": tries})

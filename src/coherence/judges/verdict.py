@@ -9,7 +9,10 @@ from pydantic import BaseModel, Field
 
 class Verdict(BaseModel):
     judge: str
-    """The judge's name (model spec, or offline:judge* for heuristic judges)."""
+    """The judge's model (model spec, or offline:judge* for heuristic judges): data, not identity."""
+    slot: str = ""
+    """The role slot that gave the verdict (``response_judge``, ``filter_judges[2]``): its identity in the
+    store, so two judges on one model with different params never overwrite each other."""
     task: str
     """query_harm | response_harm | response_quality | filter"""
     score: int | None = None

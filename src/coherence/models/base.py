@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -20,6 +21,34 @@ class ModelOutput:
     offline: bool = False
     """True for deterministic pack-driven providers: their output is not a language model's."""
     extra: dict[str, Any] = field(default_factory=dict)
+    refusal: str | None = None
+    """Set when the provider refused this one prompt (a 400 for content policy, an invalid prompt or
+    the context length): its class (:data:`REFUSALS`); ``text`` is empty and ``extra["reason"]`` keeps
+    the provider's message. What it means depends on the role (see the pipeline stages)."""
+
+
+REFUSALS = ("content_filter", "invalid_prompt", "context_length")
+"""Classes of per-item provider refusals: the item is recorded and skipped, the run goes on."""
+
+_REFUSAL_PATTERNS = (
+    ("context_length", re.compile(r"context[_ ]length|context window|maximum context|too many tokens|"
+                                  r"prompt is too long|input is too long|reduce the length", re.I)),
+    ("invalid_prompt", re.compile(r"invalid[_ ]prompt", re.I)),
+    ("content_filter", re.compile(r"content[_ ]filter|content[_ ]policy|content management policy|"
+                                  r"responsibleaipolicyviolation|safety (system|filter)|blocked by .*safety|"
+                                  r"prohibited[_ ]content|flagged as potentially violating", re.I)),
+)
+
+
+def classify_refusal(*fields: Any) -> str | None:
+    """The refusal class (:data:`REFUSALS`) a provider's 400 error stands for, from its ``code``,
+    ``type`` and message (OpenAI, Azure, Anthropic, Gemini and vLLM spell them differently), or None
+    when it is another bad request."""
+    text = " ".join(str(f) for f in fields if f)
+    for kind, pattern in _REFUSAL_PATTERNS:
+        if pattern.search(text):
+            return kind
+    return None
 
 
 class TransientError(Exception):

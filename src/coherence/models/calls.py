@@ -6,8 +6,10 @@ whose estimated price would take the run over the limit is not made, and no late
 gets its slot after the deadline is not made, so a stop waits only for the calls already at the
 provider), then the provider. A transient failure (429, 5xx,
 timeout, dropped connection) gives its slot back while it waits (``Retry-After`` when the provider
-sends one, else exponential backoff with jitter) and is retried; a fatal one (bad key, unknown model)
-stops every later call of the run at once.
+sends one, else exponential backoff with jitter) and is retried; a refusal of this one prompt
+(content policy, invalid prompt, context length) is recorded in the cache with its class and
+returned to the stage (never retried, and not sent again on resume unless ``retry_refused``); a
+fatal one (bad key, unknown model, exhausted quota) stops every later call of the run at once.
 """
 
 from __future__ import annotations
@@ -84,6 +86,8 @@ class CallStats:
     cost_stopped: str | None = None
     """Set when the cost budget stopped the run (why); later calls are not made."""
     by_model: dict[str, dict[str, int]] = field(default_factory=dict)
+    refused: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Role slot -> refusal class -> refusals the provider gave in this invocation."""
 
     def bump(self, model: str, what: str) -> None:
         self.by_model.setdefault(model, {"made": 0, "cached": 0})
@@ -203,9 +207,10 @@ class _Slots:
 
 
 class Limits:
-    """A concurrency bound and rpm/tpm pacing: one per model, or shared by a ``limit_group``."""
+    """A concurrency bound and rpm/tpm pacing: one per provider endpoint, or per ``limit_group``."""
 
     def __init__(self, spec: ModelSpec) -> None:
+        self.max_concurrency = spec.max_concurrency
         self.sem = _Slots(spec.max_concurrency)
         self.rate = _RateLimiter(spec.rpm)
         self.tokens = _RateLimiter(spec.tpm)
@@ -215,14 +220,17 @@ class Model:
     """A provider wrapped with the run's cache, a concurrency bound, a rate limit and retries."""
 
     def __init__(self, spec: ModelSpec, api: ChatAPI, store: Store, stats: CallStats,
-                 budget: Budget | None = None, limits: Limits | None = None) -> None:
+                 budget: Budget | None = None, limits: Limits | None = None, *, retry_refused: bool = False) -> None:
         self.spec, self.api, self.store, self.stats = spec, api, store, stats
+        self.retry_refused = retry_refused
+        """Send again the calls the provider refused in an earlier invocation (``--retry-refused``)."""
         self.budget = budget or Budget(None, 0.0)
         self.name = spec.model
         limits = limits or Limits(spec)
         self._sem, self._rate, self._tokens = limits.sem, limits.rate, limits.tokens
         self.in_flight = 0
         self._pending: dict[str, asyncio.Future[ModelOutput]] = {}
+        self._retried: set[str] = set()
 
     def _estimate(self, messages: list[Message], params: dict[str, Any]) -> tuple[float, float]:
         prompt = sum(len((m.get("content") or "").encode()) for m in messages) / BYTES_PER_TOKEN
@@ -255,20 +263,24 @@ class Model:
         merged = {**self.spec.params, **(params or {})}
         key = call_key(self.name, messages, merged, task)
         hit = self.store.cached_call(key)
+        if hit is not None and hit.get("refusal") and self.retry_refused and key not in self._retried:
+            self._retried.add(key)  # asked again once in this invocation
+            hit = None
         if hit is not None:
             self.stats.cached += 1
             self.stats.bump(self.name, "cached")
             data = json.loads(hit["response"])
             return ModelOutput(text=data["text"], input_tokens=hit["input_tokens"],
                                output_tokens=hit["output_tokens"], cost=hit["cost"],
-                               offline=data.get("offline", False), extra=data.get("extra", {}))
+                               offline=data.get("offline", False), extra=data.get("extra", {}),
+                               refusal=hit.get("refusal"))
         pending = self._pending.get(key)
         if pending is not None:  # the same call is in flight: share its answer (what the cache would do)
             out = await asyncio.shield(pending)
             self.stats.cached += 1
             self.stats.bump(self.name, "cached")
             return ModelOutput(text=out.text, input_tokens=out.input_tokens, output_tokens=out.output_tokens,
-                               cost=out.cost, offline=out.offline, extra=dict(out.extra))
+                               cost=out.cost, offline=out.offline, extra=dict(out.extra), refusal=out.refusal)
         future: asyncio.Future[ModelOutput] = asyncio.get_running_loop().create_future()
         self._pending[key] = future
         try:
@@ -314,10 +326,16 @@ class Model:
         self.stats.input_tokens += out.input_tokens or 0
         self.stats.output_tokens += out.output_tokens or 0
         self.stats.cost_usd += out.cost or 0.0
+        if out.refusal:
+            per_slot = self.stats.refused.setdefault(role, {})
+            per_slot[out.refusal] = per_slot.get(out.refusal, 0) + 1
+            log.info("%s (%s): the provider refused one prompt (%s); the item is skipped, the run goes on",
+                     self.name, role, out.refusal)
         self.store.record_call(
             key=key, model=self.name, role=role, request={"messages": messages, "params": merged, "task": task},
             response=json.dumps({"text": out.text, "offline": out.offline, "extra": out.extra}, ensure_ascii=False),
-            input_tokens=out.input_tokens, output_tokens=out.output_tokens, cost=out.cost, latency=latency)
+            input_tokens=out.input_tokens, output_tokens=out.output_tokens, cost=out.cost, latency=latency,
+            refusal=out.refusal)
         return out
 
     async def _call_with_retries(self, key: str, messages: list[Message], params: dict[str, Any],

@@ -11,8 +11,10 @@ Only ``openai/...`` and ``hosted_vllm/...`` model strings *with* an ``api_base``
 speak the plain Chat Completions protocol, which is all we send. Every other provider (OpenAI's own
 API, Anthropic, Gemini, Ollama's native API, ...) goes through LiteLLM, which also remains the price
 table for every model. Errors map as LiteLLM's do: 429 and 5xx, timeouts, dropped connections and
-malformed bodies are transient (retried by the choke point, ``Retry-After`` honoured); 401, 403, 404
-and other 4xx are fatal; a content-filter refusal is a blocked output, not an error.
+malformed bodies are transient (retried by the choke point, ``Retry-After`` honoured); a 400 for
+content policy, an invalid prompt or the context length is a per-item refusal (an output with its
+class in ``refusal``, see :func:`coherence.models.base.classify_refusal`); 401, 403, 404, a 429 for
+exhausted quota and other 4xx are fatal.
 """
 
 from __future__ import annotations
@@ -24,11 +26,10 @@ from typing import Any
 
 from coherence.config import ModelSpec
 from coherence.errors import FatalProviderError
-from coherence.models.base import Message, ModelOutput, TransientError
+from coherence.models.base import Message, ModelOutput, TransientError, classify_refusal
 
 PREFIXES = ("openai/", "hosted_vllm/")
 PASSTHROUGH = {"temperature", "max_tokens", "top_p", "seed", "response_format", "stop"}
-_BLOCK_CODES = {"content_filter", "content_policy_violation"}
 
 
 def handles(spec: ModelSpec) -> bool:
@@ -83,8 +84,8 @@ class OpenAICompatChat:
             raise TransientError("connection" if not isinstance(exc, asyncio.TimeoutError) else "timeout",
                                  f"{type(exc).__name__}: {exc}"[:300]) from None
         if status != 200:
-            reason = self._raise(status, raw, retry_after)
-            return ModelOutput(text="", extra={"blocked": True, "reason": reason})
+            kind, reason = self._raise(status, raw, retry_after)
+            return ModelOutput(text="", refusal=kind, extra={"reason": reason})
         try:
             data = json.loads(raw)
             choice = data["choices"][0]
@@ -96,19 +97,29 @@ class OpenAICompatChat:
                            output_tokens=usage.get("completion_tokens"),
                            extra={"finish_reason": choice.get("finish_reason")})
 
-    def _raise(self, status: int, raw: bytes, retry_after: str | None) -> str:
-        """Raise the error a non-200 reply means; return the reason if it is a content-filter block."""
+    def _raise(self, status: int, raw: bytes, retry_after: str | None) -> tuple[str, str]:
+        """Raise the error a non-200 reply means; return (class, message) if it refuses this prompt."""
         message = raw[:300].decode("utf-8", "replace")
+        try:
+            err = json.loads(raw).get("error") or {}
+        except (ValueError, AttributeError):
+            err = {}
+        err = err if isinstance(err, dict) else {"message": str(err)}
+        code, kind = err.get("code"), err.get("type")
+        if status == 429 and "insufficient_quota" in (str(code), str(kind)):
+            raise FatalProviderError(f"{self.name}: HTTP 429 insufficient_quota from {self.url}: {message} "
+                                     f"(fix: add credit or raise the account's quota, then resume the run "
+                                     f"with `coherence run --resume <run id>`)")
         if status == 429:
             raise TransientError("429", message, retry_after=_seconds(retry_after))
         if status >= 500 or status in (408, 409):
             raise TransientError(str(status), message, retry_after=_seconds(retry_after))
-        if status == 400:
-            try:
-                err = json.loads(raw).get("error") or {}
-            except (ValueError, AttributeError):
-                err = {}
-            if isinstance(err, dict) and err.get("code") in _BLOCK_CODES:
-                return message
-        raise FatalProviderError(f"{self.name}: HTTP {status} from {self.url}: {message} "
-                                 f"(fix: check the model name, api_base and the key variable)")
+        if status in (400, 413, 422):
+            refusal = classify_refusal(code, kind, err.get("message"), "" if err else message)
+            if refusal is not None:
+                return refusal, message
+        fix = {401: "check the key variable (api_key_env) and that the key is valid",
+               403: "check the key's permissions for this model",
+               404: "check the model name and api_base"}.get(
+            status, "check the model name, api_base and the role's params")
+        raise FatalProviderError(f"{self.name}: HTTP {status} from {self.url}: {message} (fix: {fix})")

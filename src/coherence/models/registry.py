@@ -60,26 +60,65 @@ def register_mock(name: str, reply: Callable[[list[dict[str, str]], dict[str, An
     mock.SCRIPTS[name] = reply
 
 
+def endpoint(spec: ModelSpec) -> str:
+    """The key of a spec's concurrency and rate bound: its ``limit_group`` when it names one, else its
+    provider endpoint (model + ``api_base``): every role on one endpoint shares one bound."""
+    return f"group:{spec.limit_group}" if spec.limit_group else f"endpoint:{spec.model}|{spec.api_base or ''}"
+
+
+def shared_bounds(specs: list[ModelSpec]) -> dict[str, ModelSpec]:
+    """Endpoint (:func:`endpoint`) -> the spec whose ``max_concurrency``/``rpm``/``tpm`` bound it: per
+    field the tightest value any member sets explicitly, else the default (so a role that leaves a
+    field unset never loosens or tightens another role's bound on the same endpoint)."""
+    members: dict[str, list[ModelSpec]] = {}
+    for spec in specs:
+        members.setdefault(endpoint(spec), []).append(spec)
+    out: dict[str, ModelSpec] = {}
+    for key, group in members.items():
+        values: dict[str, Any] = {}
+        for name in ("max_concurrency", "rpm", "tpm"):
+            explicit = [getattr(s, name) for s in group if name in s.model_fields_set and getattr(s, name)]
+            values[name] = min(explicit) if explicit else getattr(group[0], name)
+        out[key] = group[0].model_copy(update=values)
+    return out
+
+
 class ModelPool:
-    """The run's models: one :class:`Model` per distinct spec, shared by every role that names it,
-    so one concurrency bound and one rate limit hold per model."""
+    """The run's models: one :class:`Model` per distinct spec (its params and cache identity), and one
+    concurrency and rate bound per provider endpoint (model + ``api_base``, or a ``limit_group``)
+    shared by every role on it.
+
+    Args:
+        specs: every spec the run will use (``Roles.specs()``), so an endpoint's bound is known before
+            its first call (:func:`shared_bounds`); None: an endpoint takes its first spec's bound.
+        retry_refused: send again the calls a provider refused in an earlier invocation.
+    """
 
     def __init__(self, store: Store, pack: Pack | None, *, max_cost: float | None = None,
-                 on_spend: Callable[[float], None] | None = None, deadline: float | None = None) -> None:
-        self.store, self.pack = store, pack
+                 on_spend: Callable[[float], None] | None = None, deadline: float | None = None,
+                 specs: list[ModelSpec] | None = None, retry_refused: bool = False) -> None:
+        self.store, self.pack, self.retry_refused = store, pack, retry_refused
         self.stats = CallStats()
         self.budget = Budget(max_cost, store.call_totals()["cost_usd"], on_spend, deadline)
         self._models: dict[str, Model] = {}
+        self._bounds = shared_bounds(specs or [])
         self._groups: dict[str, Limits] = {}
 
     def get(self, spec: ModelSpec) -> Model:
         key = spec.model_dump_json()
         if key not in self._models:
-            limits = None
-            if spec.limit_group:
-                limits = self._groups.setdefault(spec.limit_group, Limits(spec))
-            self._models[key] = Model(spec, get_api(spec, self.pack), self.store, self.stats, self.budget, limits)
+            where = endpoint(spec)
+            limits = self._groups.get(where)
+            if limits is None:
+                limits = self._groups[where] = Limits(self._bounds.get(where, spec))
+            self._models[key] = Model(spec, get_api(spec, self.pack), self.store, self.stats, self.budget, limits,
+                                      retry_refused=self.retry_refused)
         return self._models[key]
+
+    def limits(self, spec: ModelSpec) -> Limits:
+        """The bound a spec's calls share (for tests and diagnostics)."""
+        self.get(spec)
+        return self._groups[endpoint(spec)]
 
     def in_flight(self) -> int:
         """Requests being served right now, over every model."""

@@ -1,7 +1,9 @@
 """Remote models through LiteLLM: OpenAI, Anthropic, Gemini, vLLM, Ollama, any OpenAI-compatible server.
 
 Retries are ours (:mod:`coherence.models.calls`), so LiteLLM's are off; its errors are mapped to
-transient (retry) or fatal (stop the run at once). Keys are read from the environment variable the
+transient (retry), a per-item refusal (content policy, invalid prompt, context length: an output
+with its class in ``refusal``) or fatal (bad key, unknown model, exhausted quota: stop the run at
+once, the fix in the message). Keys are read from the environment variable the
 spec names and are never logged.
 """
 
@@ -13,7 +15,7 @@ from typing import Any
 
 from coherence.config import ModelSpec
 from coherence.errors import FatalProviderError
-from coherence.models.base import Message, ModelOutput, TransientError
+from coherence.models.base import Message, ModelOutput, TransientError, classify_refusal
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # never fetch the price table
 
@@ -77,12 +79,25 @@ class LiteLLMChat:
             resp = await litellm.acompletion(model=self.spec.model, messages=messages, num_retries=0, max_retries=0,
                                              timeout=self.spec.timeout, drop_params=True, **kwargs)
         except litellm.ContentPolicyViolationError as exc:
-            return ModelOutput(text="", extra={"blocked": True, "reason": str(exc)[:500]})
-        except (litellm.AuthenticationError, litellm.PermissionDeniedError, litellm.NotFoundError,
-                litellm.BadRequestError) as exc:
+            return ModelOutput(text="", refusal="content_filter", extra={"reason": str(exc)[:500]})
+        except litellm.ContextWindowExceededError as exc:
+            return ModelOutput(text="", refusal="context_length", extra={"reason": str(exc)[:500]})
+        except litellm.AuthenticationError as exc:
             raise FatalProviderError(f"{self.name}: {type(exc).__name__}: {str(exc)[:300]} "
-                                     f"(fix: check the model name, api_base and the key variable)") from None
+                                     f"(fix: check the key variable (api_key_env) and that the key is valid)") from None
+        except (litellm.PermissionDeniedError, litellm.NotFoundError) as exc:
+            raise FatalProviderError(f"{self.name}: {type(exc).__name__}: {str(exc)[:300]} "
+                                     f"(fix: check the model name, api_base and the key's permissions)") from None
+        except litellm.BadRequestError as exc:
+            refusal = classify_refusal(getattr(exc, "code", None), type(exc).__name__, str(exc))
+            if refusal is not None:
+                return ModelOutput(text="", refusal=refusal, extra={"reason": str(exc)[:500]})
+            raise FatalProviderError(f"{self.name}: {type(exc).__name__}: {str(exc)[:300]} "
+                                     f"(fix: check the model name, api_base and the role's params)") from None
         except litellm.RateLimitError as exc:
+            if "insufficient_quota" in str(exc):
+                raise FatalProviderError(f"{self.name}: insufficient_quota: {str(exc)[:300]} (fix: add credit or "
+                                         f"raise the account's quota, then `coherence run --resume <run id>`)") from None
             raise TransientError("429", str(exc)[:300], retry_after=_retry_after(exc)) from None
         except (litellm.Timeout, litellm.APIConnectionError, litellm.InternalServerError,
                 litellm.ServiceUnavailableError, litellm.BadGatewayError) as exc:

@@ -1,11 +1,17 @@
 """Stage B: rewrite each seed with the 5 strategies in rotation, send it to the target, judge the
 answer 1-5; a seed advances only on a jailbreak (score >= threshold). Its r- is the target's real
-answer. A seed that never jailbreaks keeps its attempts and the reason."""
+answer. A seed that never jailbreaks keeps its attempts and the reason.
+
+Provider refusals: a target's block *is* the target refusing (PyRIT records blocks as responses): the
+attempt is scored 1 (refusal) without asking the judge, and the attack goes on with the next
+strategy. An attacker's refusal stops the seed (status ``provider_refused``, with the class). A
+response judge's refusal is an unscored verdict: not a jailbreak, the attack goes on."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from coherence.judges.verdict import Verdict
 from coherence.packs.schema import STRATEGY_IDS
 from coherence.pipeline.context import RunContext
 
@@ -32,13 +38,25 @@ async def attack_seed(ctx: RunContext, seed: dict[str, Any]) -> bool:
         rewrite = pack.rubrics.prompts.attacker.format(
             strategy=strategy.name, strategy_description=strategy.description, example=example,
             query=seed["text"])
-        attacked = (await attacker.chat_async(
+        rewritten = await attacker.chat_async(
             [{"role": "user", "content": rewrite}], role="attacker",
             task={"strategy": strategy.id, "query": seed["text"], "gloss": gloss, "seed_id": seed["id"],
                   "attempt": attempt},
-        )).text.strip()
-        response = (await target.chat_async([{"role": "user", "content": attacked}], role="target")).text
-        verdict = await judge.response_harm_async(seed["subcategory"], attacked, response)
+        )
+        if rewritten.refusal:
+            store.set_seed_status(seed["id"], status="provider_refused", stage="attack",
+                                  reason=f"attacker ({attacker.name}) refused by the provider at attempt {attempt} "
+                                         f"({rewritten.refusal}): {rewritten.extra.get('reason', '')[:200]}")
+            return False
+        attacked = rewritten.text.strip()
+        answer = await target.chat_async([{"role": "user", "content": attacked}], role="target")
+        response = answer.text
+        if answer.refusal:  # the provider blocked the target: the target refused
+            verdict = Verdict(judge=target.name, slot="target", task="response_harm", score=1,
+                              reason=f"the provider blocked the target's reply ({answer.refusal}): scored as a "
+                                     f"refusal", raw=answer.extra.get("reason", ""), detail={"refusal": answer.refusal})
+        else:
+            verdict = await judge.response_harm_async(seed["subcategory"], attacked, response)
         score = verdict.score
         jailbroken = score is not None and score >= cfg.jailbreak_threshold
         best = max(best, score or 0)

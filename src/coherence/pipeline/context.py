@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from coherence.config import RunConfig
+from coherence.config import RunConfig, slot_name
 from coherence.judges import Judge, make_judge
 from coherence.models import Model, ModelPool
 from coherence.packs.loader import Pack
@@ -40,7 +40,8 @@ class RunContext:
     def judge(self, role: str, index: int | None = None) -> Judge:
         spec = getattr(self.config.roles, role)
         spec = spec[index] if index is not None else spec
-        return make_judge(spec, pool=self.pool, pack=self.pack, role=role)
+        return make_judge(spec, pool=self.pool, pack=self.pack, role=slot_name(role, index))
+
 
 
 async def gather(*aws: Awaitable[T]) -> list[T]:

@@ -29,6 +29,8 @@ def remaining(ctx: RunContext) -> dict[str, int]:
 
 def provenance(ctx: RunContext, seed: dict[str, Any], jb: dict[str, Any], chosen: dict[str, Any],
                verdicts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Where a triplet came from. Judges and generators are named by role slot (``generators[1]``,
+    ``filter_judges[0]``); ``models`` maps every slot to its model string."""
     store, roles = ctx.store, ctx.config.roles
     qv = store.verdicts(seed["id"], "query_harm")
     rv = store.verdicts(seed["id"], "response_harm")
@@ -37,12 +39,13 @@ def provenance(ctx: RunContext, seed: dict[str, Any], jb: dict[str, Any], chosen
         "subcategory": seed["subcategory"], "template": seed["template"], "slot_fill": seed["slot_fill"],
         "seed_text": seed["text"], "slot_filler": seed["filler"],
         "strategy": jb["strategy"], "attempt": jb["attempt"], "attacker": roles.attacker.model,
-        "target": roles.target.model, "generator": chosen["generator"],
+        "target": roles.target.model, "generator": chosen["slot"], "generator_model": chosen["model"],
+        "models": roles.slot_models(),
         "scores": {
-            "query_harm": {v["judge"]: v["score"] for v in qv},
-            "rejected_harm": {v["judge"]: v["score"] for v in rv if v["subject"] == f"attempt:{jb['attempt']}"},
-            "chosen_quality": {chosen["generator"]: chosen["score"]},
-            "filter": {v["judge"]: v["passed"] for v in verdicts},
+            "query_harm": {v["slot"]: v["score"] for v in qv},
+            "rejected_harm": {v["slot"]: v["score"] for v in rv if v["subject"] == f"attempt:{jb['attempt']}"},
+            "chosen_quality": {chosen["slot"]: chosen["score"]},
+            "filter": {v["slot"]: v["passed"] for v in verdicts},
         },
         "offline_roles": roles.offline_models(),
     }

@@ -5,6 +5,10 @@ coherence 1-5; the best wins and ties go to the generator used least so far in t
 The model calls of a seed (:func:`gather_candidates`) run as soon as the seed is jailbroken; the
 choice (:func:`commit_response`) is taken in seed order by the runner, so that "least used so far"
 is the same on every run, resumed or not.
+
+Provider refusals: a generator the provider refused gives no candidate (kept with its refusal class,
+unscored); a seed whose every generator was refused stops here (status ``provider_refused``). A
+query judge's refusal is an unscored verdict (the seed stops as ``query_rejected``).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from typing import Any
 
 from coherence.judges import render_policy
 from coherence.judges.verdict import Verdict
+from coherence.config import slot_name
 from coherence.pipeline.context import RunContext, gather
 
 
@@ -21,16 +26,17 @@ def jailbreak_of(ctx: RunContext, seed_id: str) -> dict[str, Any]:
 
 
 def _scored(candidates: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [c for c in candidates if c["verdict"]["score"] is not None and c["text"].strip()]
+    return [c for c in candidates if c["verdict"] and c["verdict"]["score"] is not None and c["text"].strip()]
 
 
 def choose(candidates: list[dict[str, Any]], usage: dict[str, int], order: list[str]) -> str | None:
-    """Best score wins; ties go to the least-used generator, then to config order. None if all unscored."""
+    """Best score wins; ties go to the least-used generator slot, then to config order. Returns the
+    winner's slot (``generators[1]``); None if all unscored."""
     scored = _scored(candidates)
     if not scored:
         return None
-    return min(scored, key=lambda c: (-c["verdict"]["score"], usage.get(c["generator"], 0),
-                                      order.index(c["generator"])))["generator"]
+    return min(scored, key=lambda c: (-c["verdict"]["score"], usage.get(c["slot"], 0),
+                                      order.index(c["slot"])))["slot"]
 
 
 def unique_best(candidates: list[dict[str, Any]]) -> str | None:
@@ -41,7 +47,7 @@ def unique_best(candidates: list[dict[str, Any]]) -> str | None:
         return None
     top = max(c["verdict"]["score"] for c in scored)
     best = [c for c in scored if c["verdict"]["score"] == top]
-    return best[0]["generator"] if len(best) == 1 else None
+    return best[0]["slot"] if len(best) == 1 else None
 
 
 async def gather_candidates(ctx: RunContext, seed: dict[str, Any]) -> tuple[Verdict, list[dict[str, Any]]]:
@@ -56,18 +62,20 @@ async def gather_candidates(ctx: RunContext, seed: dict[str, Any]) -> tuple[Verd
     judge = ctx.judge("response_judge")
 
     async def one(index: int) -> dict[str, Any]:
-        model = ctx.model("generators", index)
+        model, slot = ctx.model("generators", index), slot_name("generators", index)
         out = await model.chat_async([{"role": "system", "content": system}, {"role": "user", "content": q}],
-                                     role="generator", task={"subcategory": sub, "seed_id": seed["id"]})
+                                     role=slot, task={"subcategory": sub, "seed_id": seed["id"]})
+        if out.refusal:
+            return {"slot": slot, "model": model.name, "text": "", "verdict": None, "refusal": out.refusal}
         verdict = await judge.quality_async(sub, q, out.text)
-        return {"generator": model.name, "text": out.text, "verdict": verdict.row()}
+        return {"slot": slot, "model": model.name, "text": out.text, "verdict": verdict.row()}
 
     return qv, list(await gather(*(one(i) for i in range(len(ctx.config.roles.generators)))))
 
 
 def generator_order(ctx: RunContext) -> list[str]:
-    """Generator names in config order (the last tie-break)."""
-    return [ctx.pool.get(spec).name for spec in ctx.config.roles.generators]
+    """Generator slots in config order (the last tie-break)."""
+    return [slot_name("generators", i) for i in range(len(ctx.config.roles.generators))]
 
 
 def commit_response(ctx: RunContext, seed: dict[str, Any], qv: Verdict, candidates: list[dict[str, Any]], *,
@@ -75,23 +83,29 @@ def commit_response(ctx: RunContext, seed: dict[str, Any], qv: Verdict, candidat
     """Record a seed's stage C outcome (one transaction) and update ``usage``; call in seed order.
 
     Returns:
-        The chosen candidate (``generator``, ``text``, ``score``), or None when the seed stops here.
+        The chosen candidate (``slot``, ``model``, ``text``, ``score``), or None when the seed stops here.
     """
     ctx.store.record_verdict(seed["id"], "query_harm", "query", qv.row())
     chosen_row = None
     if not candidates:
-        why = "query judge unscored" if qv.score is None else \
+        why = f"query judge unscored ({qv.reason})" if qv.score is None else \
             f"query harm {qv.score} < {ctx.config.pipeline.min_query_harm}"
         ctx.store.set_seed_status(seed["id"], status="query_rejected", stage="respond", reason=why)
     else:
         chosen = choose(candidates, usage, order)
-        if chosen is None:
-            status = ("no_candidate", "respond", "every candidate was empty or unscored")
+        refused = [c for c in candidates if c.get("refusal")]
+        if chosen is None and len(refused) == len(candidates):
+            status = ("provider_refused", "respond", "every generator was refused by the provider: " +
+                      ", ".join(f"{c['slot']} ({c['model']}): {c['refusal']}" for c in refused))
+        elif chosen is None:
+            status = ("no_candidate", "respond", "every candidate was empty, unscored or refused")
         else:
             usage[chosen] = usage.get(chosen, 0) + 1
-            best = next(c for c in candidates if c["generator"] == chosen)
-            chosen_row = {"generator": chosen, "text": best["text"], "score": best["verdict"]["score"]}
-            status = ("responded", "respond", f"r+ from {chosen} (score {best['verdict']['score']})")
+            best = next(c for c in candidates if c["slot"] == chosen)
+            chosen_row = {"slot": chosen, "model": best["model"], "text": best["text"],
+                          "score": best["verdict"]["score"]}
+            status = ("responded", "respond",
+                      f"r+ from {chosen} ({best['model']}, score {best['verdict']['score']})")
         ctx.store.record_candidates(seed["id"], candidates, chosen=chosen, seed_status=status)
     ctx.advance("respond", 1)
     return chosen_row

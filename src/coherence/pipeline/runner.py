@@ -127,7 +127,7 @@ class Waves:
     def __init__(self, ctx: RunContext, seeds: SeedStream) -> None:
         self.ctx, self.seeds = ctx, seeds
         self.respond, self.filter = Turns(), Turns()
-        self.usage, self.left, self.order = ctx.store.chosen_generator_counts(), remaining(ctx), generator_order(ctx)
+        self.usage, self.left, self.order = ctx.store.chosen_slot_counts(), remaining(ctx), generator_order(ctx)
         self.last: dict[int, int] = {}
         """Position of each wave's last seed -> the wave's number."""
         self.group: asyncio.TaskGroup | None = None
@@ -164,7 +164,7 @@ class Waves:
             number = store.start_wave([s["id"] for s in wave])
             if self.group is not None:
                 self._append(number)
-        store.set_meta("topped_up", closed)
+        store.set_meta("topped_up", max(closed, store.get_meta("topped_up", -1)))
         return True
 
     def _append(self, number: int) -> None:
@@ -215,7 +215,7 @@ async def _seed_flow(ctx: RunContext, i: int, seed: dict[str, Any], *, respond_t
         early = unique_best(candidates)
         judging = None
         if early is not None:  # the winner does not depend on the turn: stage D starts now
-            text = next(c["text"] for c in candidates if c["generator"] == early)
+            text = next(c["text"] for c in candidates if c["slot"] == early)
             judging = asyncio.ensure_future(judge_triplet(ctx, seed, text))
         try:
             await respond_turns.turn(i)
@@ -251,7 +251,8 @@ def funnel(store: Store) -> dict[str, Any]:
         "duplicates_removed": status.get("duplicate", 0),
         "attacked": attacked,
         "attempts": store.count("attempts"),
-        "jailbroken": store.count("seeds", "status NOT IN ('active','duplicate','empty','no_jailbreak')"),
+        "jailbroken": store.count("seeds", "status NOT IN ('active','duplicate','empty','no_jailbreak') AND NOT "
+                                           "(status = 'provider_refused' AND stage IN ('seed', 'attack'))"),
         "no_jailbreak": status.get("no_jailbreak", 0),
         "query_rejected": status.get("query_rejected", 0),
         "responded": store.count("seeds", "stage = 'filter'"),
@@ -259,6 +260,7 @@ def funnel(store: Store) -> dict[str, Any]:
         "filter_rejected": status.get("rejected", 0),
         "over_quota": status.get("over_quota", 0),
         "not_attacked": status.get("active", 0),
+        "provider_refused": store.refused_seeds(),
     }
 
 
@@ -277,10 +279,16 @@ def write_summary(run_dir: Path, ctx: RunContext, started: float, extra: dict[st
             "model_calls_made": stats.made, "model_calls_cached": stats.cached, "retries": stats.retries,
             "input_tokens": stats.input_tokens, "output_tokens": stats.output_tokens,
             "cost_usd": round(stats.cost_usd, 6), "wall_seconds": round(time.time() - started, 1),
-            "by_model": stats.by_model,
+            "by_model": stats.by_model, "refused": stats.refused,
         },
         "all_invocations": store.call_totals() | {"wall_seconds": round(
             store.get_meta("wall_seconds", 0.0) + time.time() - started, 1)},
+        "provider_refusals": {
+            "by_slot": store.refusal_counts(),
+            "seeds_stopped": store.refused_seeds(),
+            "note": "refused prompts are not sent again on resume; `coherence run --resume <id> --retry-refused` "
+                    "sends them again",
+        },
         "offline_roles": ctx.config.roles.offline_models(),
         **extra,
     }
@@ -322,7 +330,7 @@ def prepare_run(config: RunConfig, *, resume: str | None = None, run_id: str | N
 
 async def run_async(config: RunConfig, run_dir: Path, *, advance: Advance | None = None,
                     max_cost: float | None = None, on_spend: Callable[[float], None] | None = None,
-                    exclude_rejected: bool = False) -> dict[str, Any]:
+                    retry_refused: bool = False, exclude_rejected: bool = False) -> dict[str, Any]:
     """Run (or resume) the pipeline into ``run_dir`` and export it. Returns the summary.
 
     Args:
@@ -332,6 +340,8 @@ async def run_async(config: RunConfig, run_dir: Path, *, advance: Advance | None
         max_cost: USD the whole run (every invocation together) may spend; the run stops cleanly
             (status ``cost_budget``) before a call would exceed it. None: no limit.
         on_spend: called with the run's total USD after every paid call (for a progress display).
+        retry_refused: send again the prompts a provider refused in an earlier invocation, and reopen
+            the seeds those refusals stopped in stages B and C (slot-filler refusals stay as they are).
         exclude_rejected: the export leaves out triplets human reviewers rejected (``coherence review``).
     """
     started = time.time()
@@ -345,8 +355,10 @@ async def run_async(config: RunConfig, run_dir: Path, *, advance: Advance | None
         store.set_meta("pack_digest", pack.digest)
         store.set_meta("pack", pack.ref)
         minutes = config.pipeline.max_minutes
-        pool = ModelPool(store, pack, max_cost=max_cost, on_spend=on_spend,
-                         deadline=time.monotonic() + 60 * minutes if minutes else None)
+        if retry_refused:
+            store.reopen_refused()
+        pool = ModelPool(store, pack, max_cost=max_cost, on_spend=on_spend, specs=config.roles.specs(),
+                         retry_refused=retry_refused, deadline=time.monotonic() + 60 * minutes if minutes else None)
         ctx = RunContext(store=store, pack=pack, config=config, pool=pool,
                          advance=advance or (lambda stage, n: None))
         try:

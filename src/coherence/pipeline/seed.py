@@ -151,6 +151,7 @@ class SeedStream:
         jobs, prompts = self.jobs, self.ctx.pack.rubrics.prompts
         index = self._near_duplicates(cfg.near_duplicate_threshold)
         texts: dict[int, str] = {}
+        refused: dict[int, str] = {}
         decided, buffer, in_flight = self.prefix, [], 0
 
         def write() -> None:
@@ -168,7 +169,9 @@ class SeedStream:
                 text = texts.pop(decided)
                 kept = index.setdefault(template.subcategory, NearDuplicates(cfg.near_duplicate_threshold))
                 status, reason = "active", ""
-                if not text:
+                if decided in refused:
+                    status, reason = "provider_refused", refused.pop(decided)
+                elif not text:
                     status, reason = "empty", "slot filler returned nothing"
                 else:
                     sim = kept.first_match(text)
@@ -199,6 +202,9 @@ class SeedStream:
             finally:
                 in_flight -= 1
             self.ctx.advance("seed", 1)
+            if out.refusal:
+                refused[i] = (f"slot filler ({self.filler.name}) refused by the provider ({out.refusal}): "
+                              f"{out.extra.get('reason', '')[:200]}")
             texts[i] = out.text.strip()
             decide()
 
