@@ -461,8 +461,8 @@ def review(
         serve(run_dir, host=host, port=port)
     except CoherenceError as exc:
         _fail(exc)
-    except OSError as exc:
-        _fail(CoherenceError(f"cannot serve on {host}:{port}: {exc.strerror or exc} (fix: --port another port)"))
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
 
 
 def _print_review_summary(run: Any, json_out: bool) -> None:

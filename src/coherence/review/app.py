@@ -207,8 +207,16 @@ def _proposals(run: ReviewRun) -> list[dict[str, Any]]:
 
 def serve(run_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8765) -> None:
     """Serve the review app for ``run_dir`` until interrupted."""
+    import socket
+
     import uvicorn
 
+    try:  # a port in use is a one-line error, not uvicorn's exit
+        with socket.create_server((host, port)):
+            pass
+    except OSError as exc:
+        raise CoherenceError(f"cannot serve on {host}:{port}: {exc.strerror or exc} (fix: --port another port, "
+                             f"or stop what uses it)") from None
     run = open_run(run_dir)
     try:
         uvicorn.run(create_app(run), host=host, port=port, log_level="warning")
