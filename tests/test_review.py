@@ -219,6 +219,11 @@ def test_agreement_matches_krippendorff_on_the_same_matrix(run):
     assert s["ab"]["r_plus_vs_r_minus"]["votes"] == 2 * len(seeds)
     page = a.get("/summary")
     assert page.status_code == 200 and "alpha" in page.text
+    from coherence.review.agreement import report_section
+
+    section = report_section(s)
+    assert section["agreement"][0]["alpha"] == s["between_reviewers"]["alpha"]
+    assert {r["name"] for r in section["reviewers"]} == {"alice", "bob"} and section["tables"][0]["rows"]
 
 
 def test_judge_labels_follow_the_unanimous_filter(run):

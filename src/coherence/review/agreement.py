@@ -162,3 +162,33 @@ def summarize(store: Store) -> dict[str, Any]:
         "rejected_by_reviewers": sorted(rejected_by_reviewers(store)),
         "ensemble_rule": "unanimous",
     }
+
+
+def report_section(summary: dict[str, Any]) -> dict[str, Any]:
+    """The "human review" section of ``coherence report`` (``build_report(..., human_review=...)``) from
+    :func:`summarize`: reviewers, agreement rows ``{what, alpha, units, raters, all_agree, note}`` and the
+    blind A/B table. Every value is plain data; the report escapes it."""
+    def row(what: str, a: dict[str, Any], raters: int) -> dict[str, Any]:
+        return {"what": what, "alpha": a["alpha"], "units": a["units"], "raters": raters,
+                "all_agree": a["percent_agreement"], "note": a.get("why", "")}
+
+    people = [r for r in summary["reviewers"] if r["triplets_rated"]]
+    b, j = summary["between_reviewers"], summary["reviewers_vs_judges"]
+    rows = [row("reviewers: all questions", b, len(people))]
+    rows += [row(f"reviewers: {q}", b["per_question"][q], len(people)) for q in summary["questions"]]
+    rows.append(row(f"reviewers (majority) vs judges ({summary['ensemble_rule']}): all questions", j, 2))
+    rows += [row(f"reviewers (majority) vs judges: {q}", j["per_question"][q], 2) for q in summary["questions"]]
+    rows += [row(f"{name} vs judges", a, 2) for name, a in j["per_reviewer"].items()]
+    ab = {"title": "Blind A/B (order randomised per rating)", "columns": ["pair", "votes", "r+ preferred",
+                                                                          "other preferred", "same", "alpha"],
+          "rows": [[pair, a["votes"], a["preferred"].get("r_plus", 0),
+                    sum(v for k, v in a["preferred"].items() if k not in ("r_plus", "same")),
+                    a["preferred"].get("same", 0), a["between_reviewers"]["alpha"]]
+                   for pair, a in summary["ab"].items()]}
+    rejected = summary["rejected_by_reviewers"]
+    note = (f"{summary['triplets_rated']} of {summary['triplets']} triplets rated by {len(people)} reviewers "
+            f"({summary['ratings']} ratings; the latest of each reviewer counts). Krippendorff's alpha, nominal; "
+            f"'unsure' counts as no answer. {len(rejected)} triplets rejected by reviewers "
+            f"(left out by --exclude-rejected).")
+    return {"reviewers": [{"name": r["name"], "ratings": r["triplets_rated"]} for r in summary["reviewers"]],
+            "agreement": rows, "tables": [ab], "note": note}
