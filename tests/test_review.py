@@ -265,3 +265,14 @@ def test_pack_proposals_are_decided_in_the_browser_as_pack_accept_does(run):
     r = client.post("/proposals/prop-slot-value-test000001", data={"action": "reject"})
     assert r.status_code == 400 and "no pending proposal" in r.text
     assert "Traceback" not in r.text
+
+
+def test_the_pipeline_can_rewrite_a_rated_triplet(run):
+    """record_triplet is INSERT OR REPLACE: a rating must not block it (no foreign key on reviews)."""
+    client, _ = client_for(run)
+    t = next(run.store.triplets())
+    assert client.post(f"/t/{t['seed_id']}", data=full_form(run, t["seed_id"], client)).status_code == 303
+    run.store.record_triplet(seed_id=t["seed_id"], domain=t["domain"], status=t["status"], reason=t["reason"],
+                             prompt=t["prompt"], chosen=t["chosen"], rejected=t["rejected"],
+                             provenance=t["provenance"], verdicts=[])
+    assert run.store.review_count() == 1

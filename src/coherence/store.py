@@ -140,12 +140,14 @@ MIGRATIONS: list[tuple[str, Migration]] = [
 
 # ---------------------------------------------------------------- 004_reviews (review branch)
 # Human review (coherence review): reviewers log in with a token of which only the sha256 is kept;
-# every submitted rating is a new row (a re-rating never overwrites one: the latest counts).
+# every submitted rating is a new row (a re-rating never overwrites one: the latest counts). seed_id has
+# no foreign key: the pipeline may rewrite a triplet row (INSERT OR REPLACE) after it was rated;
+# add_review checks that the triplet exists.
 MIGRATIONS.append(("004_reviews", """
     CREATE TABLE reviewers (
         name TEXT PRIMARY KEY, token_sha256 TEXT NOT NULL UNIQUE, created REAL NOT NULL, revoked REAL);
     CREATE TABLE reviews (
-        id INTEGER PRIMARY KEY, seed_id TEXT NOT NULL REFERENCES triplets(seed_id),
+        id INTEGER PRIMARY KEY, seed_id TEXT NOT NULL,
         reviewer TEXT NOT NULL REFERENCES reviewers(name), answers TEXT NOT NULL, comment TEXT NOT NULL,
         ab TEXT NOT NULL, created REAL NOT NULL);
     CREATE INDEX reviews_seed ON reviews(seed_id, reviewer, id);
