@@ -192,3 +192,17 @@ def report_section(summary: dict[str, Any]) -> dict[str, Any]:
             f"(left out by --exclude-rejected).")
     return {"reviewers": [{"name": r["name"], "ratings": r["triplets_rated"]} for r in summary["reviewers"]],
             "agreement": rows, "tables": [ab], "note": note}
+
+
+def section_for_run(run_dir: Any) -> dict[str, Any] | None:
+    """:func:`report_section` of a run folder, or None when it has no rating (or is not a run)."""
+    from pathlib import Path
+
+    db = Path(run_dir) / "run.db"
+    if not db.is_file():
+        return None
+    store = Store(db)
+    try:
+        return report_section(summarize(store)) if store.review_count() else None
+    finally:
+        store.close()
