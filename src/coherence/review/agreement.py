@@ -22,7 +22,8 @@ reports them: the offline heuristic judge does; an LLM response judge gives only
      "ensemble_rule": "unanimous"}
 
     AGREEMENT = {"alpha": float | None, "why": str (when alpha is None), "units": int (units with two or
-                 more answers), "percent_agreement": float | None,
+                 more answers), "percent_agreement": float | None (pairwise), "all_agree": float | None
+                 (share of units on which every answer is the same),
                  "per_question": {question: {"alpha", "why", "units", "percent_agreement"}}}
 """
 
@@ -69,6 +70,12 @@ def _percent(rows: list[list[float]]) -> float | None:
     return round(agree / total, 4) if total else None
 
 
+def _all_agree(rows: list[list[float]]) -> float | None:
+    cols = [[v for v in col if not math.isnan(v)] for col in zip(*rows)]
+    cols = [c for c in cols if len(c) >= 2]
+    return round(sum(len(set(c)) == 1 for c in cols) / len(cols), 4) if cols else None
+
+
 def agreement(coders: dict[str, dict[tuple[str, str], float]], questions: list[str]) -> dict[str, Any]:
     """Alpha and pairwise percent agreement over units ``(seed_id, question)``; ``coders`` maps a coder
     to its coded answers (1 yes, 0 no; absent = no answer)."""
@@ -79,7 +86,8 @@ def agreement(coders: dict[str, dict[tuple[str, str], float]], questions: list[s
     def block(rows: list[list[float]]) -> dict[str, Any]:
         alpha, why = _alpha(rows)
         units = sum(1 for col in zip(*rows) if sum(not math.isnan(v) for v in col) >= 2) if rows else 0
-        return {"alpha": alpha, **({"why": why} if why else {}), "units": units, "percent_agreement": _percent(rows)}
+        return {"alpha": alpha, **({"why": why} if why else {}), "units": units, "percent_agreement": _percent(rows),
+                "all_agree": _all_agree(rows)}
 
     out = block(matrix(lambda u: True))
     out["per_question"] = {q: block(matrix(lambda u, q=q: u[1] == q)) for q in questions}
@@ -170,7 +178,7 @@ def report_section(summary: dict[str, Any]) -> dict[str, Any]:
     blind A/B table. Every value is plain data; the report escapes it."""
     def row(what: str, a: dict[str, Any], raters: int) -> dict[str, Any]:
         return {"what": what, "alpha": a["alpha"], "units": a["units"], "raters": raters,
-                "all_agree": a["percent_agreement"], "note": a.get("why", "")}
+                "all_agree": a["all_agree"], "note": a.get("why", "")}
 
     people = [r for r in summary["reviewers"] if r["triplets_rated"]]
     b, j = summary["between_reviewers"], summary["reviewers_vs_judges"]
