@@ -170,8 +170,9 @@ def test_cli_errors_have_no_traceback(tmp_path):
 
     from coherence.cli import app
 
-    r = CliRunner().invoke(app, ["review", str(tmp_path), "--summary"])
-    assert r.exit_code == 2 and "not a coherence run" in r.output and "Traceback" not in r.output
+    for args in (["review", str(tmp_path), "--summary"], ["export", str(tmp_path), "--exclude-rejected"]):
+        r = CliRunner().invoke(app, args)
+        assert r.exit_code == 2 and "not a coherence run" in r.output and "Traceback" not in r.output
 
 
 def test_cli_add_reviewer_prints_a_login_link_and_summary(run):
