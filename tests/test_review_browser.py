@@ -148,3 +148,31 @@ def test_an_xss_payload_in_r_minus_stays_inert(served, page):
     page.goto(url + f"/t/{seed}")
     shot(page, "05-xss-inert")
     assert page.evaluate("window.__xss === undefined") and page.dialogs == []
+
+
+def test_the_report_renders_its_charts_and_the_human_review_and_keeps_r_minus_inert(served, page, tmp_path):
+    from typer.testing import CliRunner
+
+    from coherence.cli import app
+
+    run, _, seed = served
+    run.store.add_reviewer("report-check", "sha256:unused")
+    answers = {q: "yes" for q in run.questions}
+    run.store.add_review(seed_id=seed, reviewer="report-check", answers=answers, comment="",
+                         ab={"r_plus_vs_r_minus": {"order": ["r_minus", "r_plus"], "pick": "B", "preferred": "r_plus"}})
+    out = tmp_path / "report.html"
+    result = CliRunner().invoke(app, ["report", str(run.path), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    page.goto(out.as_uri())
+    charts = page.locator("svg")
+    assert charts.count() >= 3
+    sizes = [charts.nth(i).bounding_box() for i in range(charts.count())]
+    assert all(b and b["width"] > 50 and b["height"] > 50 for b in sizes[:3])  # drawn, not empty
+    human = page.locator("#human-review")
+    assert "report-check" in human.inner_text() and "Krippendorff" in human.inner_text()
+    assert "<script>window.__xss" in page.content().replace("&lt;", "<").replace("&gt;", ">")
+    assert page.locator("script:has-text('window.__xss')").count() == 0
+    assert page.evaluate("window.__xss === undefined") and page.dialogs == []
+    shot(page, "06-report")
+    human.scroll_into_view_if_needed()
+    human.screenshot(path=str(ARTIFACTS / "07-report-human-review.png"))

@@ -182,11 +182,13 @@ def report_section(summary: dict[str, Any]) -> dict[str, Any]:
 
     people = [r for r in summary["reviewers"] if r["triplets_rated"]]
     b, j = summary["between_reviewers"], summary["reviewers_vs_judges"]
-    rows = [row("reviewers: all questions", b, len(people))]
-    rows += [row(f"reviewers: {q}", b["per_question"][q], len(people)) for q in summary["questions"]]
-    rows.append(row(f"reviewers (majority) vs judges ({summary['ensemble_rule']}): all questions", j, 2))
-    rows += [row(f"reviewers (majority) vs judges: {q}", j["per_question"][q], 2) for q in summary["questions"]]
-    rows += [row(f"{name} vs judges", a, 2) for name, a in j["per_reviewer"].items()]
+    rows = [row("between reviewers: all nine questions", b, len(people)),
+            row(f"reviewers (majority) vs judge ensemble ({summary['ensemble_rule']}): all questions", j, 2)]
+    rows += [row(f"{name} vs judge ensemble", a, 2) for name, a in j["per_reviewer"].items()]
+    per_q = {"title": "Per question (alpha; units answered by two or more)",
+             "columns": ["question", "alpha between reviewers", "units", "alpha reviewers vs judges", "units"],
+             "rows": [[q, b["per_question"][q]["alpha"], b["per_question"][q]["units"],
+                       j["per_question"][q]["alpha"], j["per_question"][q]["units"]] for q in summary["questions"]]}
     ab = {"title": "Blind A/B (order randomised per rating)", "columns": ["pair", "votes", "r+ preferred",
                                                                           "other preferred", "same", "alpha"],
           "rows": [[pair, a["votes"], a["preferred"].get("r_plus", 0),
@@ -199,7 +201,7 @@ def report_section(summary: dict[str, Any]) -> dict[str, Any]:
             f"'unsure' counts as no answer. {len(rejected)} triplets rejected by reviewers "
             f"(left out by --exclude-rejected).")
     return {"reviewers": [{"name": r["name"], "ratings": r["triplets_rated"]} for r in summary["reviewers"]],
-            "agreement": rows, "tables": [ab], "note": note}
+            "agreement": rows, "tables": [per_q, ab], "note": note}
 
 
 def section_for_run(run_dir: Any) -> dict[str, Any] | None:
