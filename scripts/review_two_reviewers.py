@@ -54,7 +54,7 @@ def main() -> None:
     # every accepted triplet the first n can hold, then filter-rejected ones: both kinds, so that the
     # judges' labels vary
     accepted = [t["seed_id"] for t in queue if t["status"] == "accepted"]
-    others = [t["seed_id"] for t in queue if t["status"] != "accepted"]
+    others = [t["seed_id"] for t in sorted(queue, key=lambda t: t["status"] != "rejected") if t["status"] != "accepted"]
     chosen = (accepted[: args.n // 2] + others)[: args.n]
     chosen += [s for s in accepted if s not in chosen][: args.n - len(chosen)]
     rng = random.Random(13)
