@@ -67,6 +67,8 @@ def run(
     retry_refused: Annotated[bool, typer.Option(
         help="Send again the prompts a provider refused (content policy, context length) in an earlier "
              "invocation; without it a resume keeps those refusals.")] = False,
+    exclude_rejected: Annotated[bool, typer.Option(
+        help="The export leaves out triplets human reviewers rejected (coherence review).")] = False,
 ) -> None:
     """Run stages A-D and export DPO triplets to runs/<id>/."""
     from coherence.config import given, load_config, parse_set
@@ -93,7 +95,7 @@ def run(
             summary = asyncio.run(run_async(
                 cfg, run_dir, advance=lambda s, n: bar.advance(tasks[s], n), max_cost=max_cost,
                 on_spend=lambda usd: bar.update(spend, description=f"spend USD {usd:.4f}{limit}"),
-                retry_refused=retry_refused))
+                retry_refused=retry_refused, exclude_rejected=exclude_rejected))
     except CoherenceError as exc:
         _fail(exc)
     except KeyboardInterrupt:
@@ -579,13 +581,117 @@ def report(
 ) -> None:
     """Write one self-contained HTML report (opens offline) of a run or an eval."""
     from coherence.report import build_report
+    from coherence.review.agreement import section_for_run
 
     try:
-        human_review = None  # the review app's section (coherence.review) goes here: a dict, see build_report
+        human_review = section_for_run(path)  # the reviewers' agreement (coherence.review); None without ratings
         written = build_report(path, out=out, evals=eval_ or [], human_review=human_review)
     except CoherenceError as exc:
         _fail(exc)
     console.print(f"report: {written}")
+
+
+# --- human review: `coherence review`, `coherence export` (coherence.review, coherence.export) ---
+
+
+@app.command()
+def review(
+    run_dir: Annotated[Path, typer.Argument(help="Run folder (runs/<id>).")],
+    add_reviewer: Annotated[Optional[str], typer.Option(help="Create a reviewer; prints their login link.")] = None,
+    revoke_reviewer: Annotated[Optional[str], typer.Option(help="Revoke a reviewer's token (ratings stay).")] = None,
+    summary: Annotated[bool, typer.Option("--summary", help="Print the reviewers' agreement and exit.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="With --summary: the full summary as JSON.")] = False,
+    host: Annotated[str, typer.Option(help="Address to serve on; anything but 127.0.0.1 shares the app.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to serve on.")] = 8765,
+) -> None:
+    """Serve the review web app where native speakers rate a run's triplets (ratings go into run.db)."""
+    from coherence.review import add_reviewer as add, open_run, revoke_reviewer as revoke
+
+    _setup_logging()
+    try:
+        run = open_run(run_dir)
+    except CoherenceError as exc:
+        _fail(exc)
+    try:
+        if add_reviewer or revoke_reviewer or summary:
+            if add_reviewer:
+                token = add(run, add_reviewer)
+                shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+                console.print(f"reviewer {add_reviewer}: http://{shown}:{port}/login?token={token}\n"
+                              "(shown once; only its sha256 is stored. Send it privately.)", highlight=False)
+            if revoke_reviewer:
+                revoke(run, revoke_reviewer)
+                console.print(f"revoked {revoke_reviewer}; their ratings stay")
+            if summary:
+                _print_review_summary(run, json_out)
+            return
+    except CoherenceError as exc:
+        _fail(exc)
+    finally:
+        run.close()
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        err.print(f"[yellow]warning:[/] serving on {host}: anyone who can reach this address gets the login page "
+                  "(the run's text stays behind the tokens, but the traffic is plain HTTP: use a trusted network "
+                  "or put HTTPS in front)")
+    console.print(f"review app for {run_dir} on http://{host}:{port}/  (Ctrl+C stops it)")
+    from coherence.review import serve
+
+    try:
+        serve(run_dir, host=host, port=port)
+    except CoherenceError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+def _print_review_summary(run: Any, json_out: bool) -> None:
+    import json
+
+    from coherence.review import summarize
+
+    s = summarize(run.store)
+    if json_out:
+        console.print_json(json.dumps(s))
+        return
+    na = lambda a: "n/a" if a["alpha"] is None else f"{a['alpha']:.3f}"  # noqa: E731
+    console.print(f"{s['triplets_rated']} of {s['triplets']} triplets rated, {s['ratings']} ratings")
+    table = Table(title="Krippendorff's alpha (nominal; unsure = no answer)")
+    for col in ("", "between reviewers", "units", "reviewers vs judges", "units"):
+        table.add_column(col, justify="left" if not col else "right")
+    b, j = s["between_reviewers"], s["reviewers_vs_judges"]
+    table.add_row("all questions", na(b), str(b["units"]), na(j), str(j["units"]))
+    for q in s["questions"]:
+        table.add_row(q, na(b["per_question"][q]), str(b["per_question"][q]["units"]),
+                      na(j["per_question"][q]), str(j["per_question"][q]["units"]))
+    console.print(table)
+    for name, a in j["per_reviewer"].items():
+        pct = "n/a" if a["percent_agreement"] is None else f"{a['percent_agreement']:.0%}"
+        console.print(f"{name} vs judge ensemble ({s['ensemble_rule']}): alpha {na(a)}, agreement {pct} "
+                      f"over {a['units']} answers")
+    for pair, a in s["ab"].items():
+        share = "n/a" if a["share_r_plus"] is None else f"{a['share_r_plus']:.0%}"
+        console.print(f"{pair}: {a['votes']} votes, r+ preferred in {share}, alpha between reviewers "
+                      f"{na(a['between_reviewers'])}")
+    console.print(f"rejected by reviewers (left out by --exclude-rejected): {len(s['rejected_by_reviewers'])}")
+    if any(why for why in [b.get("why"), j.get("why")]):
+        console.print(f"[yellow]n/a:[/] {b.get('why') or j.get('why')}")
+
+
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="Run folder (runs/<id>).")],
+    exclude_rejected: Annotated[bool, typer.Option(
+        help="Leave out triplets human reviewers rejected (coherence review).")] = False,
+) -> None:
+    """Write a run's triplets.jsonl and dataset/ again (no model call), e.g. after human review."""
+    from coherence.export import export_folder
+
+    try:
+        ex = export_folder(run_dir, exclude_rejected=exclude_rejected)
+    except CoherenceError as exc:
+        _fail(exc)
+    dropped = f"; {ex['excluded_by_reviewers']} left out (rejected by reviewers)" if exclude_rejected else ""
+    console.print(f"triplets: {ex['triplets_jsonl']} ({ex['rows']} rows{dropped})\ndataset:  {ex['dataset']}")
 
 
 def main() -> None:  # pragma: no cover

@@ -8,13 +8,33 @@ import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from coherence.packs.loader import Pack
+from coherence.packs.schema import Criterion
 from coherence.store import Store
+
+FILTER_CRITERIA: tuple[str, ...] = get_args(Criterion.model_fields["id"].annotation)
+"""The six filter criteria's ids, fixed by the pack schema (rubrics.yaml names them in this set)."""
 
 PROVENANCE_COLUMNS = ("pack", "seed_id", "domain", "subcategory", "template", "strategy", "attempt",
                       "attacker", "target", "generator", "generator_model")
+
+
+def reviewer_rejects(answers: dict[str, str], criteria: list[str]) -> bool:
+    """A reviewer rejects a triplet when they answer "no" to any of the six filter criteria (the judges'
+    unanimous rule, applied to one person); "unsure" does not reject."""
+    return any(answers.get(c) == "no" for c in criteria)
+
+
+def rejected_by_reviewers(store: Store) -> set[str]:
+    """Seed ids of the triplets that at least half of the reviewers who rated them reject (a tie
+    excludes: this is safety data). Each reviewer's latest rating counts (``coherence review``)."""
+    criteria = list(FILTER_CRITERIA)
+    votes: dict[str, list[bool]] = {}
+    for r in store.latest_reviews():
+        votes.setdefault(r["seed_id"], []).append(reviewer_rejects(r["answers"], criteria))
+    return {seed for seed, v in votes.items() if 2 * sum(v) >= len(v)}
 
 
 def _first(scores: dict[str, Any]) -> Any:
@@ -51,16 +71,18 @@ def _features() -> Any:
     return Features(cols)
 
 
-def _rows(db_path: str, stamp: str) -> Iterator[dict[str, Any]]:
+def _rows(db_path: str, stamp: str, excluded: list[str]) -> Iterator[dict[str, Any]]:
     store = Store(db_path)
+    skip = set(excluded)
     try:
         for t in store.triplets("accepted"):
-            yield triplet_row(t)
+            if t["seed_id"] not in skip:
+                yield triplet_row(t)
     finally:
         store.close()
 
 
-def dataset_card(store: Store, pack: Pack, n: int) -> str:
+def dataset_card(store: Store, pack: Pack, n: int, excluded: int = 0) -> str:
     meta = pack.meta
     status = store.group_count("seeds", "status")
     per_domain = store.group_count("triplets", "domain", "status = 'accepted'")
@@ -70,6 +92,10 @@ def dataset_card(store: Store, pack: Pack, n: int) -> str:
         f"{n} accepted (prompt, chosen, rejected) triplets in TRL's conversational preference format, made by "
         "`coherence` (stages: seed, attack mining, policy-constrained response, unanimous judge filter).", "",
     ]
+    if excluded:
+        lines += [f"{excluded} accepted triplets were left out because human reviewers rejected them "
+                  "(`--exclude-rejected`: at least half of a triplet's reviewers answered no to a filter "
+                  "criterion).", ""]
     if offline:
         lines += ["**Offline run.** These roles were deterministic pack-driven stand-ins or heuristic judges, "
                   f"not language models: {', '.join(offline)}. The chosen responses are template compositions of "
@@ -92,8 +118,19 @@ def dataset_card(store: Store, pack: Pack, n: int) -> str:
     return "\n".join(lines)
 
 
-def export_run(store: Store, pack: Pack, run_dir: Path) -> dict[str, Any]:
-    """Write ``triplets.jsonl``, ``dataset/`` (``datasets.load_from_disk``) and the dataset card."""
+def export_run(store: Store, pack: Pack, run_dir: Path, *, exclude_rejected: bool = False) -> dict[str, Any]:
+    """Write ``triplets.jsonl``, ``dataset/`` (``datasets.load_from_disk``) and the dataset card.
+
+    Args:
+        store: the run's store.
+        pack: its pack.
+        run_dir: where to write.
+        exclude_rejected: leave out accepted triplets that human reviewers rejected
+            (:func:`rejected_by_reviewers`).
+
+    Returns:
+        Paths, ``rows`` written and ``excluded_by_reviewers``.
+    """
     import datasets
     from datasets import Dataset
 
@@ -101,16 +138,22 @@ def export_run(store: Store, pack: Pack, run_dir: Path) -> dict[str, Any]:
     jsonl = run_dir / "triplets.jsonl"
     tmp = jsonl.with_suffix(".jsonl.tmp")
     n = 0
+    excluded = sorted(rejected_by_reviewers(store)) if exclude_rejected else []
+    skip = set(excluded)
+    dropped = 0
     with tmp.open("w", encoding="utf-8") as fh:
         for t in store.triplets("accepted"):
+            if t["seed_id"] in skip:
+                dropped += 1
+                continue
             fh.write(json.dumps(triplet_row(t), ensure_ascii=False) + "\n")
             n += 1
     tmp.replace(jsonl)
     out = run_dir / "dataset"
     cache = run_dir / ".datasets-cache"
-    stamp = f"{n}:{store.count('triplets')}:{store.count('calls')}"
+    stamp = f"{n}:{store.count('triplets')}:{store.count('calls')}:{','.join(excluded)}"
     if n:
-        ds = Dataset.from_generator(_rows, gen_kwargs={"db_path": str(store.path), "stamp": stamp},
+        ds = Dataset.from_generator(_rows, gen_kwargs={"db_path": str(store.path), "stamp": stamp, "excluded": excluded},
                                     features=_features(), cache_dir=str(cache))
     else:
         features = _features()
@@ -118,9 +161,33 @@ def export_run(store: Store, pack: Pack, run_dir: Path) -> dict[str, Any]:
     staging = run_dir / "dataset.tmp"
     shutil.rmtree(staging, ignore_errors=True)
     ds.save_to_disk(str(staging))
-    card = dataset_card(store, pack, n)
+    card = dataset_card(store, pack, n, excluded=dropped)
     (staging / "README.md").write_text(card, encoding="utf-8")
     shutil.rmtree(out, ignore_errors=True)
     staging.rename(out)
     shutil.rmtree(cache, ignore_errors=True)
-    return {"triplets_jsonl": str(jsonl), "dataset": str(out), "rows": n}
+    return {"triplets_jsonl": str(jsonl), "dataset": str(out), "rows": n, "excluded_by_reviewers": dropped}
+
+
+def export_folder(run_dir: Path, *, exclude_rejected: bool = False) -> dict[str, Any]:
+    """Export an existing run folder again (no model call), e.g. after human review.
+
+    Args:
+        run_dir: a folder made by ``coherence run``.
+        exclude_rejected: leave out the triplets human reviewers rejected.
+    """
+    import yaml
+
+    from coherence.errors import CoherenceError
+    from coherence.packs.loader import load_pack
+
+    if not (run_dir / "run.db").is_file() or not (run_dir / "config.yaml").is_file():
+        raise CoherenceError(f"{run_dir}: not a coherence run (no run.db or config.yaml; fix: give a folder made "
+                             f"by `coherence run`, such as runs/<id>)")
+    config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
+    pack = load_pack(config.get("pack", "ko-KR"), check=False)
+    store = Store(run_dir / "run.db")
+    try:
+        return export_run(store, pack, run_dir, exclude_rejected=exclude_rejected)
+    finally:
+        store.close()

@@ -138,6 +138,22 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("003_role_slots", _role_slots),
 ]
 
+# ---------------------------------------------------------------- 004_reviews (review branch)
+# Human review (coherence review): reviewers log in with a token of which only the sha256 is kept;
+# every submitted rating is a new row (a re-rating never overwrites one: the latest counts). seed_id has
+# no foreign key: the pipeline may rewrite a triplet row (INSERT OR REPLACE) after it was rated;
+# add_review checks that the triplet exists.
+MIGRATIONS.append(("004_reviews", """
+    CREATE TABLE reviewers (
+        name TEXT PRIMARY KEY, token_sha256 TEXT NOT NULL UNIQUE, created REAL NOT NULL, revoked REAL);
+    CREATE TABLE reviews (
+        id INTEGER PRIMARY KEY, seed_id TEXT NOT NULL,
+        reviewer TEXT NOT NULL REFERENCES reviewers(name), answers TEXT NOT NULL, comment TEXT NOT NULL,
+        ab TEXT NOT NULL, created REAL NOT NULL);
+    CREATE INDEX reviews_seed ON reviews(seed_id, reviewer, id);
+    """))
+# ---------------------------------------------------------------- end 004_reviews
+
 
 class Store:
     """Typed access to one run's SQLite file. Stages use these methods; nothing else opens SQLite."""
@@ -505,3 +521,66 @@ class Store:
                 r["provenance"] = json.loads(r["provenance"])
                 out.append(r)
         return out
+
+    # ---------------------------------------------------------------- reviews (004_reviews, review branch)
+
+    def add_reviewer(self, name: str, token_sha256: str) -> None:
+        """Add a reviewer, or give a known (or revoked) one a new token: the old token stops working."""
+        with self.transaction() as db:
+            db.execute("INSERT INTO reviewers (name, token_sha256, created) VALUES (?, ?, ?) "
+                       "ON CONFLICT(name) DO UPDATE SET token_sha256 = excluded.token_sha256, "
+                       "created = excluded.created, revoked = NULL", (name, token_sha256, time.time()))
+
+    def revoke_reviewer(self, name: str) -> bool:
+        """Revoke a reviewer's token (their ratings stay). False when there is no such reviewer."""
+        with self.transaction() as db:
+            return db.execute("UPDATE reviewers SET revoked = ? WHERE name = ?", (time.time(), name)).rowcount > 0
+
+    def reviewer_by_token(self, token_sha256: str) -> str | None:
+        """The name of the active (not revoked) reviewer holding this token hash."""
+        row = self.db.execute("SELECT name FROM reviewers WHERE token_sha256 = ? AND revoked IS NULL",
+                              (token_sha256,)).fetchone()
+        return row[0] if row else None
+
+    def reviewers(self) -> list[dict[str, Any]]:
+        """Every reviewer: name, created, revoked (never the token hash)."""
+        return self._rows("SELECT name, created, revoked FROM reviewers ORDER BY name")
+
+    def triplet(self, seed_id: str) -> dict[str, Any] | None:
+        """One triplet (any status) with its seed's sub-category, or None."""
+        rows = self._rows("SELECT t.*, s.subcategory FROM triplets t JOIN seeds s ON s.id = t.seed_id "
+                          "WHERE t.seed_id = ?", seed_id)
+        if not rows:
+            return None
+        rows[0]["provenance"] = json.loads(rows[0]["provenance"])
+        return rows[0]
+
+    def review_queue(self) -> list[dict[str, Any]]:
+        """Every triplet the filter decided (seed order): seed_id, domain, subcategory, status."""
+        return self._rows("SELECT t.seed_id, t.domain, s.subcategory, t.status FROM triplets t "
+                          "JOIN seeds s ON s.id = t.seed_id ORDER BY s.ord")
+
+    def add_review(self, *, seed_id: str, reviewer: str, answers: dict[str, str], comment: str,
+                   ab: dict[str, Any]) -> int:
+        """Record one rating in one transaction; returns its id. The triplet and reviewer must exist."""
+        with self.transaction() as db:
+            if db.execute("SELECT 1 FROM triplets WHERE seed_id = ?", (seed_id,)).fetchone() is None:
+                raise CoherenceError(f"no triplet {seed_id!r} in {self.path}")
+            cur = db.execute("INSERT INTO reviews (seed_id, reviewer, answers, comment, ab, created) "
+                             "VALUES (?,?,?,?,?,?)",
+                             (seed_id, reviewer, json.dumps(answers), comment, json.dumps(ab), time.time()))
+            return int(cur.lastrowid or 0)
+
+    def latest_reviews(self, reviewer: str | None = None) -> list[dict[str, Any]]:
+        """Each reviewer's latest rating of each triplet (earlier ones are kept, not returned)."""
+        sql = ("SELECT r.* FROM reviews r JOIN (SELECT MAX(id) AS id FROM reviews GROUP BY seed_id, reviewer) "
+               "m ON m.id = r.id" + (" WHERE r.reviewer = ?" if reviewer else "") + " ORDER BY r.id")
+        rows = self._rows(sql, *((reviewer,) if reviewer else ()))
+        for r in rows:
+            r["answers"], r["ab"] = json.loads(r["answers"]), json.loads(r["ab"])
+        return rows
+
+    def review_count(self) -> int:
+        """All rating rows, re-ratings included."""
+        return self.db.execute("SELECT COUNT(*) FROM reviews").fetchone()[0]
+    # ---------------------------------------------------------------- end reviews

@@ -344,7 +344,7 @@ def prepare_run(config: RunConfig, *, resume: str | None = None, run_id: str | N
 
 async def run_async(config: RunConfig, run_dir: Path, *, advance: Advance | None = None,
                     max_cost: float | None = None, on_spend: Callable[[float], None] | None = None,
-                    retry_refused: bool = False) -> dict[str, Any]:
+                    retry_refused: bool = False, exclude_rejected: bool = False) -> dict[str, Any]:
     """Run (or resume) the pipeline into ``run_dir`` and export it. Returns the summary.
 
     Args:
@@ -356,6 +356,7 @@ async def run_async(config: RunConfig, run_dir: Path, *, advance: Advance | None
         on_spend: called with the run's total USD after every paid call (for a progress display).
         retry_refused: send again the prompts a provider refused in an earlier invocation, and reopen
             the seeds those refusals stopped in stages B and C (slot-filler refusals stay as they are).
+        exclude_rejected: the export leaves out triplets human reviewers rejected (``coherence review``).
     """
     started = time.time()
     pack = load_pack(config.pack)
@@ -381,7 +382,7 @@ async def run_async(config: RunConfig, run_dir: Path, *, advance: Advance | None
             raise
         finally:
             await pool.aclose()
-        exported = export_run(store, pack, run_dir)
+        exported = export_run(store, pack, run_dir, exclude_rejected=exclude_rejected)
         status = "finished"
         extra: dict[str, Any] = {}
         if pool.stats.cost_stopped:
