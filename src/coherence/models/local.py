@@ -190,13 +190,29 @@ class LocalChat:
         fut, started, state = entry
         state["waiting"] += 1
         try:
-            await started.wait()  # time queued behind other batches is not bounded
+            await self._started(started)  # time queued behind other batches is not bounded
             return await asyncio.wait_for(asyncio.shield(fut), timeout=self.timeout)
         except asyncio.TimeoutError:
             raise TransientError("timeout", f"{self.name}: the generation took over {self.timeout:g} s "
                                             f"(it goes on; a retry gets its answer)") from None
         finally:
             state["waiting"] -= 1
+
+    async def _started(self, started: asyncio.Event) -> None:
+        """Wait for a call's batch to start; if the batching worker has died, say so instead of waiting."""
+        if started.is_set():
+            return
+        waiter = asyncio.ensure_future(started.wait())
+        assert self._worker is not None
+        try:
+            await asyncio.wait({waiter, self._worker}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not waiter.done():
+                waiter.cancel()
+        if not started.is_set():
+            worker = self._worker
+            why = repr(worker.exception()) if worker.done() and not worker.cancelled() else "stopped"
+            raise ModelError(f"{self.name}: the batching worker {why} (the run is resumable with --resume)")
 
     def _settle(self, key: str, fut: asyncio.Future[ModelOutput], state: dict[str, int]) -> None:
         """A generation ended: keep its answer for the retry if its caller gave up waiting."""
