@@ -170,7 +170,8 @@ def _print_summary(summary: dict[str, Any], run_dir: Path) -> None:
                       f"`coherence run --resume {run_dir.name}` (add --max-minutes N for a longer budget)")
     ex = summary.get("exports", {})
     console.print(f"triplets: {ex.get('triplets_jsonl')} ({ex.get('rows')} rows)\n"
-                  f"dataset:  {ex.get('dataset')}  (datasets.load_from_disk)\nsummary:  {run_dir / 'summary.json'}")
+                  f"dataset:  {ex.get('dataset')}  (datasets.load_from_disk)\nsummary:  {run_dir / 'summary.json'}\n"
+                  f"report:   coherence report {run_dir}")
 
 
 @pack_app.command("validate")
@@ -414,6 +415,27 @@ def generate(
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
         console.print(f"{len(rows)} answers -> {out}")
+
+
+# --- report: `coherence report` (coherence.report) ---
+
+
+@app.command()
+def report(
+    path: Annotated[Path, typer.Argument(help="A run folder (runs/<id>/, has run.db) or an eval folder (has results.json).")],
+    out: Annotated[Optional[Path], typer.Option(help="HTML file to write (default: <path>/report.html).")] = None,
+    eval_: Annotated[Optional[list[Path]], typer.Option("--eval", help=(
+        "An eval folder to include in a run's report (its own <run>/evals/*/ are included anyway). Repeatable."))] = None,
+) -> None:
+    """Write one self-contained HTML report (opens offline) of a run or an eval."""
+    from coherence.report import build_report
+
+    try:
+        human_review = None  # the review app's section (coherence.review) goes here: a dict, see build_report
+        written = build_report(path, out=out, evals=eval_ or [], human_review=human_review)
+    except CoherenceError as exc:
+        _fail(exc)
+    console.print(f"report: {written}")
 
 
 def main() -> None:  # pragma: no cover

@@ -37,7 +37,11 @@ def render_policy(pack: Pack, subcategory: str) -> str:
     for c in pol.cite:
         st = pack.statute[c.statute]
         art = next((a for a in st.articles if a.ref == c.article), None)
-        lines.append(f"- {st.name} ({st.name_en})" + (f" {pack.article_label(art.ref)}: {art.summary}" if art else ""))
+        clause = next((x for x in art.clauses if x.ref == c.clause), None) if art else None
+        label, summary = (pack.article_label(art.ref), art.summary) if art else ("", "")
+        if clause is not None:  # the clause that applies, not the whole article
+            label, summary = f"{label} {clause.label}", clause.summary
+        lines.append(f"- {st.name} ({st.name_en})" + (f" {label}: {summary}" if art else ""))
     lines.append(f"P2 population specificity: {pol.strategies.p2_population}")
     lines += [f"- {pack.population[p].name}: {', '.join(pack.population[p].terms)}" for p in pol.populations]
     lines.append(f"P3 justified refusal without over-refusal: {pol.strategies.p3_constructive}")

@@ -13,7 +13,9 @@ from coherence.config import ModelSpec
 from coherence.errors import ModelError
 from coherence.models.base import Message, ModelOutput
 from coherence.models.registry import provider
+from coherence.packs.fill import render
 from coherence.packs.loader import Pack
+from coherence.packs.routing import Route
 
 
 def pick(options: list[str], *parts: object) -> str:
@@ -58,25 +60,31 @@ class OfflineAttacker:
 
 
 class OfflineSlotFiller:
-    """Substitutes the chosen slot values into the template."""
+    """Substitutes the chosen slot values into the template, resolving the particle after each slot
+    for the pack's language (:func:`coherence.packs.fill.render`)."""
 
     name = "offline:slots"
+
+    def __init__(self, pack: Pack) -> None:
+        self.pack = pack
 
     async def generate_async(self, *, messages: list[Message], params: dict[str, Any],
                              task: dict[str, Any]) -> ModelOutput:
         _need(task, "template", "slot_fill", who=self.name)
-        return ModelOutput(text=task["template"].format_map(task["slot_fill"]), offline=True)
-
-
-def _verified_first(ids: list[str], table: dict[str, Any]) -> list[str]:
-    """Only the verified entries when there are any: an answer cites what was checked."""
-    return [i for i in ids if table[i].status == "verified"] or ids
+        tpl = self.pack.templates
+        return ModelOutput(text=render(task["template"], task["slot_fill"], self.pack.meta.language,
+                                       readings=tpl.readings, particles=tpl.particles), offline=True)
 
 
 ORDERS = {
     "policy": ("refusal", "statute", "population", "kernel", "alternative", "institution"),
     "policy-warm": ("kernel", "population", "refusal", "statute", "institution", "alternative"),
     "policy-brief": ("refusal", "statute", "alternative"),
+}
+CARE_FIRST = {  # a policy with care_first: care and the hotline lead, the law comes last (if at all)
+    "policy": ("kernel", "institution", "alternative", "population", "refusal", "statute"),
+    "policy-warm": ("kernel", "population", "institution", "refusal", "alternative", "statute"),
+    "policy-brief": ("refusal", "institution", "alternative"),
 }
 
 
@@ -88,42 +96,64 @@ class OfflinePolicyGenerator:
     def __init__(self, pack: Pack, variant: str) -> None:
         self.pack, self.variant, self.name = pack, variant, f"offline:{variant}"
 
-    def compose(self, subcategory: str, key: str, query: str = "") -> str:
+    def _fmt(self, phrase: str, **values: str) -> str:
+        """``phrase`` filled, particles after each placeholder resolved (packs/fill.py render)."""
+        tpl = self.pack.templates
+        return render(phrase, values, self.pack.meta.language, readings=tpl.readings, particles=tpl.particles)
+
+    def _statute_sentence(self, route_cite: Any, key: str, salt: str, phrases: list[str] | None = None) -> str:
+        pack, comp = self.pack, self.pack.lexicon.composition
+        statute = pack.statute[route_cite.statute]
+        article = next((a for a in statute.articles if a.ref == route_cite.article), None)
+        if article is None:
+            return self._fmt(pick(comp.statute_no_article or comp.statute, key, salt),
+                             statute=statute.name, article="", summary="")
+        label, summary = pack.article_label(article.ref), article.summary
+        clause = next((c for c in article.clauses if c.ref == route_cite.clause), None)
+        if clause is not None:  # cite the clause that applies, not the whole list
+            label, summary = f"{label} {clause.label}", clause.summary
+        return self._fmt(pick(phrases or comp.statute, key, salt),
+                         statute=statute.name, article=label, summary=summary)
+
+    def compose_routed(self, subcategory: str, key: str, query: str = "") -> tuple[str, Route]:
+        """The r+ text and the route (statute, population, institution, alternative, with why) it used."""
         pack, comp = self.pack, self.pack.lexicon.composition
         pol = pack.policy[subcategory]
-        folded = query.casefold()
-        parts: dict[str, str] = {"refusal": pick(comp.refusal, key, "r").format(refusal=pol.refusal),
-                                 "kernel": pick(comp.kernel, key, "k").format(kernel=pol.kernel)}
-        cite = pol.cite[0]
-        statute = pack.statute[cite.statute]
-        article = next((a for a in statute.articles if a.ref == cite.article), None)
-        if article is not None:
-            parts["statute"] = pick(comp.statute, key, "s").format(
-                statute=statute.name, article=pack.article_label(article.ref), summary=article.summary)
-        else:
-            parts["statute"] = pick(comp.statute_no_article or comp.statute, key, "s").format(
-                statute=statute.name, article="", summary="")
-        if pol.populations:
-            # name the group the query is about when it names one (P2), else the policy's first
-            pops = [pack.population[p] for p in pol.populations]
-            pop = next((p for p in pops if any(t.casefold() in folded for t in p.terms)), pops[0])
-            parts["population"] = pick(comp.population, key, "p").format(population=pop.terms[0])
-        if pol.alternatives:
-            alt = pack.alternative[pick(_verified_first(pol.alternatives, pack.alternative), key, "a")]
-            parts["alternative"] = pick(comp.alternative, key, "a2").format(
-                alternative=alt.name, description=alt.description)
-        if pol.institutions:
-            inst = pack.institution[pick(_verified_first(pol.institutions, pack.institution), key, "i")]
-            parts["institution"] = pick(comp.institution, key, "i2").format(
-                institution=inst.name, contact=inst.contact or inst.name)
-        body = " ".join(parts[p] for p in ORDERS[self.variant] if p in parts)
-        return f"{body}\n\n{comp.offline_notice}"
+        route = pack.route(subcategory, query)
+        ph = pol.phrases
+        parts: dict[str, str] = {
+            "refusal": self._fmt(pick(ph.get("refusal") or comp.refusal, key, "r"), refusal=pol.refusal),
+            "kernel": self._fmt(pick(ph.get("kernel") or comp.kernel, key, "k"), kernel=pol.kernel)}
+        statute = self._statute_sentence(route.citation, key, "s", ph.get("statute"))
+        if route.also and self.variant != "policy-brief":
+            statute += " " + self._statute_sentence(route.also[0], key, "s-also", ph.get("statute"))
+        parts["statute"] = statute
+        if route.population is not None:
+            pop = pack.population[route.population.id]
+            phrases = ph.get("population") or comp.population
+            parts["population"] = self._fmt(pick(phrases, key, "p"), population=pop.terms[0])
+        if route.alternative is not None:
+            alt = pack.alternative[route.alternative.id]
+            parts["alternative"] = self._fmt(pick(ph.get("alternative") or comp.alternative, key, "a2"),
+                                             alternative=alt.name, description=alt.description)
+        if route.institution is not None:
+            inst = pack.institution[route.institution.id]
+            parts["institution"] = self._fmt(pick(ph.get("institution") or comp.institution, key, "i2"),
+                                             institution=inst.name, contact=inst.contact or inst.name)
+        order = (CARE_FIRST if pol.care_first else ORDERS)[self.variant]
+        body = " ".join(parts[p] for p in order if p in parts)
+        return f"{body}\n\n{comp.offline_notice}", route
+
+    def compose(self, subcategory: str, key: str, query: str = "") -> str:
+        """The r+ text for ``query`` (see :meth:`compose_routed`)."""
+        return self.compose_routed(subcategory, key, query)[0]
 
     async def generate_async(self, *, messages: list[Message], params: dict[str, Any],
                              task: dict[str, Any]) -> ModelOutput:
         _need(task, "subcategory", "seed_id", who=self.name)
         query = messages[-1]["content"] if messages else ""
-        return ModelOutput(text=self.compose(task["subcategory"], task["seed_id"], query), offline=True)
+        text, route = self.compose_routed(task["subcategory"], task["seed_id"], query)
+        return ModelOutput(text=text, offline=True, extra={"route": route.detail()})
 
 
 @provider("offline")
@@ -133,7 +163,7 @@ def _offline(name: str, spec: ModelSpec, pack: Pack | None) -> Any:
     if name == "attacker":
         return OfflineAttacker(pack)
     if name == "slots":
-        return OfflineSlotFiller()
+        return OfflineSlotFiller(pack)
     if name in ORDERS:
         return OfflinePolicyGenerator(pack, name)
     if name.startswith("judge"):

@@ -157,6 +157,28 @@ class Pack:
         renderings = self.templates.slot_glosses
         return template.gloss.format_map({k: renderings.get(k, {}).get(v, v) for k, v in fill.items()})
 
+    def registered(self, subcategory: str) -> Any:
+        """What a sub-category registers (:class:`coherence.packs.routing.Registered`): its citations,
+        statute ids, population ids, institution ids and alternative ids, each default first."""
+        from coherence.packs.routing import registered
+
+        return registered(self, subcategory)
+
+    def route(self, subcategory: str, query: str) -> Any:
+        """Statute, population, institution and alternative for ``query``, with why
+        (:class:`coherence.packs.routing.Route`); the one routing the offline generator and the
+        strict heuristic judge share."""
+        from coherence.packs.routing import route
+
+        return route(self, subcategory, query)
+
+    def render(self, template: s.Template, fill: dict[str, str]) -> str:
+        """The template filled with ``fill``, particles after each slot resolved for the pack language."""
+        from coherence.packs.fill import render
+
+        return render(template.text, fill, self.meta.language, readings=self.templates.readings,
+                      particles=self.templates.particles)
+
     def reviewed_templates(self, split: str = "train") -> list[s.Template]:
         """Templates of a split, leaving out machine-proposed ones nobody accepted yet."""
         return [t for t in self.templates.templates if t.split == split and t.status != "proposed"]
@@ -268,7 +290,8 @@ def _merge_accepted(pack: Pack) -> None:
         elif p.kind == "probe":
             probes.append(s.Probe(id=p.id, domain=p.domain, subcategory=p.subcategory, text=p.text,
                                   unframed=p.unframed))
-    pack.templates = s.Templates(slots=slots, templates=templates)
+    pack.templates = s.Templates(slots=slots, slot_glosses=pack.templates.slot_glosses, templates=templates,
+                                 readings=pack.templates.readings, particles=pack.templates.particles)
     pack.probes = s.Probes(probes=probes)
 
 
@@ -302,6 +325,16 @@ def check_references(pack: Pack) -> list[Problem]:
                 out.append(Problem(f("policies.yaml"), f"{key}.cite[{ci}].article",
                                    f"article {cite.article!r} is not registered under {st.id!r}",
                                    "add the article to statutes.yaml or drop it here"))
+            for ii, ref in enumerate(cite.institutions):
+                if ref not in pack.institution:
+                    out.append(Problem(f("policies.yaml"), f"{key}.cite[{ci}].institutions[{ii}]",
+                                       f"unknown id {ref!r}", "define it in institutions.yaml"))
+            if st is not None and cite.clause:
+                art = next((a for a in st.articles if a.ref == cite.article), None)
+                if art is None or cite.clause not in {c.ref for c in art.clauses}:
+                    out.append(Problem(f("policies.yaml"), f"{key}.cite[{ci}].clause",
+                                       f"clause {cite.clause!r} is not registered under {st.id!r} {cite.article!r}",
+                                       "add it to the article's clauses in statutes.yaml or drop it here"))
         for attr, table, file in (("populations", pack.population, "populations.yaml"),
                                   ("institutions", pack.institution, "institutions.yaml"),
                                   ("alternatives", pack.alternative, "institutions.yaml")):
@@ -312,6 +345,12 @@ def check_references(pack: Pack) -> list[Problem]:
         if not pol.institutions and not pol.alternatives:
             out.append(Problem(f("policies.yaml"), key, "no institution or alternative for P3",
                                "list at least one institution or alternative"))
+    for pi, pop in enumerate(pack.populations.populations):
+        for attr, table in (("institutions", pack.institution), ("alternatives", pack.alternative)):
+            for ii, ref in enumerate(getattr(pop, attr)):
+                if ref not in table:
+                    out.append(Problem(f("populations.yaml"), f"populations[{pi}].{attr}[{ii}]",
+                                       f"unknown id {ref!r}", "define it in institutions.yaml"))
     for ti, tpl in enumerate(pack.templates.templates):
         key = f"templates[{ti}]"
         if tpl.subcategory not in pack.subcategories:
@@ -345,6 +384,14 @@ def check_references(pack: Pack) -> list[Problem]:
         if probe.subcategory and probe.subcategory not in pack.subcategories:
             out.append(Problem(f("probes.yaml"), f"probes[{pi}].subcategory",
                                f"unknown sub-category {probe.subcategory!r}", "use an id from taxonomy.yaml"))
+        if probe.kind == "framed_benign" and probe.strategy not in pack.strategy:
+            out.append(Problem(f("probes.yaml"), f"probes[{pi}].strategy", f"unknown strategy {probe.strategy!r}",
+                               "name the attack strategy (attacks.yaml) whose framing wraps it"))
+        known = set(pack.statute) | set(pack.institution) | set(pack.alternative) | set(pack.population)
+        for xi, ref in enumerate(probe.expect):
+            if ref not in known:
+                out.append(Problem(f("probes.yaml"), f"probes[{pi}].expect[{xi}]", f"unknown id {ref!r}",
+                                   "use a statute, institution, alternative or population id"))
     for ei, ex in enumerate(pack.exemplars.exemplars):
         if ex.subcategory not in pack.subcategories:
             out.append(Problem(f("exemplars.yaml"), f"exemplars[{ei}].subcategory",

@@ -95,11 +95,23 @@ class Taxonomy(_Model):
 # ---------------------------------------------------------------- statutes.yaml
 
 
+class Clause(_Model):
+    """A paragraph or item of an article that a policy cites on its own (e.g. one item of a list)."""
+
+    ref: str = Field(pattern=ID_RE, description="Short id within the article, e.g. '1.2-2' for paragraph 1 item 2-2.")
+    label: str = Field(description="How the pack's language cites it after the article, e.g. paragraph 1 item 2-2.")
+    summary: str
+    penalty: str = ""
+
+
 class Article(_Model):
     ref: str = Field(description="Article number as the law writes it, e.g. '37', or '23-2' for a branch article.")
     summary: str
     penalty: str = ""
     status: Status = "verified"
+    clauses: list[Clause] = Field(default_factory=list, description=(
+        "Paragraphs or items a policy may cite on their own (a citation's ``clause``), so that an answer "
+        "names the one that applies instead of the whole article."))
 
 
 class Statute(_Model):
@@ -127,6 +139,13 @@ class Population(_Model):
     terms: list[str] = Field(min_length=1, description="Respectful terms users and policies use.")
     note: str = ""
     status: Status = "verified"
+    markers: list[str] = Field(default_factory=list, description=(
+        "Query cues (besides its terms) that select this group when routing a query (packs/routing.py), "
+        "e.g. words users write for the group or the situation it is in."))
+    institutions: list[str] = Field(default_factory=list, description=(
+        "Institution ids that serve this group, best first; routing prefers them for its queries."))
+    alternatives: list[str] = Field(default_factory=list, description=(
+        "Alternative ids that serve this group, best first."))
 
 
 class Populations(_Model):
@@ -142,6 +161,9 @@ class Institution(_Model):
     purpose: str
     status: Status = "verified"
     source: str = ""
+    markers: list[str] = Field(default_factory=list, description=(
+        "Query cues that make this institution the one to name (e.g. election words for the election "
+        "commission); its name and aliases also count."))
 
 
 class Alternative(_Model):
@@ -151,6 +173,7 @@ class Alternative(_Model):
     aliases: list[str] = Field(default_factory=list)
     description: str
     status: Status = "verified"
+    markers: list[str] = Field(default_factory=list, description="Query cues that select this alternative.")
 
 
 class Institutions(_Model):
@@ -164,6 +187,13 @@ class Institutions(_Model):
 class StatuteCitation(_Model):
     statute: str = Field(description="Statute id from statutes.yaml.")
     article: str = Field(default="", description="Article ref registered under that statute.")
+    clause: str = Field(default="", description="Clause ref registered under that article (cite only it).")
+    markers: list[str] = Field(default_factory=list, description=(
+        "Query cues that select this citation within the policy (packs/routing.py); the first citation "
+        "is the default when no citation's markers fit."))
+    institutions: list[str] = Field(default_factory=list, description=(
+        "Institution ids that act on this citation (e.g. the election commission for an election-law "
+        "article); routing prefers them when this citation is chosen."))
 
 
 class Strategies(_Model):
@@ -186,6 +216,13 @@ class Policy(_Model):
     alternatives: list[str] = Field(default_factory=list, description="Alternative ids (P3).")
     kernel: str = Field(description="The legitimate need behind the harmful request, in one sentence.")
     refusal: str = Field(description="Why the harmful shell is refused, in one sentence.")
+    phrases: dict[Literal["refusal", "statute", "population", "kernel", "alternative", "institution"], list[str]] = Field(
+        default_factory=dict, description=(
+            "Composition phrases (same placeholders as lexicon.yaml's) the offline generator uses for this "
+            "policy instead of the lexicon's, where the general ones do not fit (e.g. a person at risk)."))
+    care_first: bool = Field(default=False, description=(
+        "Lead with care and the hotline, the law last (e.g. a person at risk of suicide): the offline "
+        "generator orders its answer so, whatever its variant."))
 
 
 class Policies(_Model):
@@ -216,6 +253,13 @@ class Templates(_Model):
         "Slot name -> {value: English rendering}, used when a template's gloss is filled so that the "
         "English restatement is English throughout; a value with no rendering is kept as written."))
     templates: list[Template] = Field(min_length=1)
+    readings: dict[str, str] = Field(default_factory=dict, description=(
+        "Slot value -> how it is read aloud, where particle choice cannot tell from the spelling "
+        "(Latin acronyms, or a Latin name with its local name in brackets)."))
+    particles: list[str] = Field(default_factory=list, description=(
+        "Particle forms whose shape depends on the word before them (for Korean both allomorphs of "
+        "each, plus tossi's bracket notation); one written right after a {slot} is resolved for the "
+        "filled value (packs/fill.py render)."))
 
     @field_validator("slots")
     @classmethod
@@ -345,12 +389,30 @@ class Lexicon(_Model):
 # ---------------------------------------------------------------- probes.yaml
 
 
+ProbeKind = Literal["benign", "framed_benign", "loaded_statistics"]
+
+
 class Probe(_Model):
+    """A benign request that must be answered, not refused (over-refusal and anchoring checks).
+
+    Fields the evaluation reads: ``text`` (with explicit cultural framing) and ``unframed`` (the same
+    request without it) for anchoring; ``kind``: ``benign`` (a plain benign question),
+    ``framed_benign`` (a benign question wrapped in one of the pack's attack framings, ``strategy``
+    naming it: over-refusal under attack) or ``loaded_statistics`` (a question that leans on a
+    stereotype; a good answer gives facts and context instead of refusing or agreeing);
+    ``expect``: registry ids (statutes, institutions, alternatives, populations) a good answer names,
+    for deterministic P1-P3 checks.
+    """
+
     id: str = Field(pattern=ID_RE)
     domain: str
     subcategory: str = ""
     text: str = Field(description="The probe with explicit cultural framing.")
     unframed: str = Field(description="The same request without explicit cultural framing.")
+    kind: ProbeKind = "benign"
+    strategy: str = Field(default="", description="For framed_benign: the attack strategy id whose framing wraps it.")
+    expect: list[str] = Field(default_factory=list, description=(
+        "Registry ids a good answer names (statute, institution, alternative or population ids)."))
 
 
 class Probes(_Model):
