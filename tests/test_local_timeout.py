@@ -27,6 +27,7 @@ def _fake_generate(durations):
 def test_queueing_behind_other_batches_is_not_a_timeout(tmp_path, monkeypatch):
     generate, calls = _fake_generate({})
     monkeypatch.setattr(LocalChat, "_generate_batch", generate)
+    monkeypatch.setattr(LocalChat, "loaded", lambda self: True)
     # batches of 2 at 0.3 s each: the last of 8 calls waits ~0.9 s, past the 0.5 s timeout
     spec = ModelSpec(model="local:fake", max_concurrency=2, timeout=0.5, max_retries=0)
     store = Store(tmp_path / "c.db")
@@ -48,6 +49,7 @@ def test_queueing_behind_other_batches_is_not_a_timeout(tmp_path, monkeypatch):
 def test_a_late_generation_serves_the_retry(tmp_path, monkeypatch):
     generate, calls = _fake_generate({"stuck": 1.0})
     monkeypatch.setattr(LocalChat, "_generate_batch", generate)
+    monkeypatch.setattr(LocalChat, "loaded", lambda self: True)
     spec = ModelSpec(model="local:fake", max_concurrency=4, timeout=0.4, max_retries=3)
     store = Store(tmp_path / "c.db")
     pool = ModelPool(store, None)
@@ -62,3 +64,21 @@ def test_a_late_generation_serves_the_retry(tmp_path, monkeypatch):
     assert out.text == "answer to stuck"
     assert calls == [["stuck"]]  # generated once: the retries joined it, then took its late answer
     assert pool.stats.retries >= 1 and store.call_totals()["errors"].get("timeout", 0) >= 1
+
+
+def test_loading_the_model_is_not_generation_time(tmp_path, monkeypatch):
+    """The first batch waits for the model to load (or convert) before its clock starts."""
+    generate, calls = _fake_generate({"first": 0.1})
+    monkeypatch.setattr(LocalChat, "_generate_batch", generate)
+    state = {"loaded": False}
+    monkeypatch.setattr(LocalChat, "loaded", lambda self: state["loaded"])
+    monkeypatch.setattr(LocalChat, "load", lambda self: (time.sleep(0.8), state.update(loaded=True)))
+    spec = ModelSpec(model="local:fake", timeout=0.5, max_retries=0)
+    pool = ModelPool(Store(tmp_path / "c.db"), None)
+
+    async def go():
+        out = await pool.get(spec).chat_async([{"role": "user", "content": "first"}], role="target")
+        await pool.aclose()
+        return out
+
+    assert asyncio.run(go()).text == "answer to first" and pool.stats.retries == 0

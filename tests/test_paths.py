@@ -30,20 +30,23 @@ def run_folder(tmp_path, monkeypatch):
     return tmp_path
 
 
-@pytest.mark.parametrize("args", [
-    ["train", "runs/r1", "--name", "..", "--overwrite"],
-    ["train", "runs/r1", "--name", "../../x"],
-    ["train", "runs/r1", "--out", ".", "--overwrite"],
-    ["train", "runs/r1", "--out", "..", "--overwrite"],
-    ["run", "--run-id", "../x", "--quiet"],
-    ["run", "--run-id", "/tmp/abs", "--quiet"],
+@pytest.mark.parametrize("args,why", [
+    (["train", "runs/r1", "--base", "local:smollm2", "--name", "..", "--overwrite"], "--name '..': not a plain name"),
+    (["train", "runs/r1", "--base", "local:smollm2", "--name", "../../x"], "--name '../../x': not a plain name"),
+    (["train", "runs/r1", "--base", "local:smollm2", "--out", ".", "--overwrite"], "--out .: is the current folder"),
+    (["train", "runs/r1", "--base", "local:smollm2", "--out", "..", "--overwrite"], "--out ..: is the current folder"),
+    (["train", "runs/r1", "--base", "local:smollm2", "--out", "runs/r1", "--overwrite"],
+     "did not create as a train output"),
+    (["run", "--run-id", "../x", "--quiet"], "--run-id '../x': not a plain name"),
+    (["run", "--run-id", "/tmp/abs", "--quiet"], "--run-id '/tmp/abs': not a plain name"),
 ])
-def test_bad_output_paths_are_refused_in_one_line_and_touch_nothing(run_folder, args):
+def test_bad_output_paths_are_refused_in_one_line_and_touch_nothing(run_folder, args, why):
     before = _tree(run_folder)
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2, result.output
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and "fix:" in lines[0], result.output
+    assert why in lines[0], result.output
     assert _tree(run_folder) == before
     assert (run_folder / "runs" / "r1" / "run.db").is_file() and (run_folder / "precious.txt").read_text() == "mine"
 

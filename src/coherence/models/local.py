@@ -169,8 +169,8 @@ class LocalChat:
     in another batch (left padding, floating-point sums), so a call asked again after a kill or a
     timeout may get another answer (a late answer kept for the retry avoids that for timeouts).
 
-    The spec's ``timeout`` bounds a generation, not the time a call waits behind other batches: its
-    clock starts when its batch starts generating (:attr:`owns_timeout` tells the call choke point not
+    The spec's ``timeout`` bounds a generation, not the time a call waits behind other batches or for
+    the model to load: its clock starts when its batch starts generating (:attr:`owns_timeout` tells the call choke point not
     to put its own clock around the queue). A generation that finishes after its caller gave up is
     kept, and serves the retry of the same call instead of being generated again; a retry that comes
     while it is still running joins it.
@@ -209,13 +209,29 @@ class LocalChat:
         fut, started, state = entry
         state["waiting"] += 1
         try:
-            await started.wait()  # time queued behind other batches is not bounded
+            await self._started(started)  # time queued behind other batches is not bounded
             return await asyncio.wait_for(asyncio.shield(fut), timeout=self.timeout)
         except asyncio.TimeoutError:
             raise TransientError("timeout", f"{self.name}: the generation took over {self.timeout:g} s "
                                             f"(it goes on; a retry gets its answer)") from None
         finally:
             state["waiting"] -= 1
+
+    async def _started(self, started: asyncio.Event) -> None:
+        """Wait for a call's batch to start; if the batching worker has died, say so instead of waiting."""
+        if started.is_set():
+            return
+        waiter = asyncio.ensure_future(started.wait())
+        assert self._worker is not None
+        try:
+            await asyncio.wait({waiter, self._worker}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not waiter.done():
+                waiter.cancel()
+        if not started.is_set():
+            worker = self._worker
+            why = repr(worker.exception()) if worker.done() and not worker.cancelled() else "stopped"
+            raise ModelError(f"{self.name}: the batching worker {why} (the run is resumable with --resume)")
 
     def _settle(self, key: str, fut: asyncio.Future[ModelOutput], state: dict[str, int]) -> None:
         """A generation ended: keep its answer for the retry if its caller gave up waiting."""
@@ -238,6 +254,16 @@ class LocalChat:
                 live = [it for it in items if not it[2].done()]
                 if not live:
                     continue
+                if not self.loaded():  # loading (or converting) the model is not generating
+                    try:
+                        await asyncio.to_thread(self.load)
+                    except Exception as exc:  # noqa: BLE001 - delivered to every waiting caller
+                        for it in live:
+                            it[3].set()
+                            if not it[2].done():
+                                it[2].set_exception(exc)
+                                it[2].exception()
+                        continue
                 for it in live:
                     it[3].set()  # their clocks start now
                 try:
@@ -252,6 +278,12 @@ class LocalChat:
                 for it, out in zip(live, outs):
                     if not it[2].done():
                         it[2].set_result(out)
+
+    def loaded(self) -> bool:
+        return (self.local_name, self.dtype) in _LOADED
+
+    def load(self) -> None:
+        load_local(self.local_name, self.dtype)
 
     def _generate_batch(self, conversations: list[list[Message]], params: dict[str, Any]) -> list[ModelOutput]:
         import torch

@@ -203,12 +203,12 @@ def train(
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     source = tdata.load_source(source_path, runs_dir=runs_dir)
-    resolved = resolve(cfg)
-    base, _ = resolve_base(cfg.base)
     name = cfg.name or f"{_slug(cfg.base or 'model')}-dpo"
     safe_name(name, what="--name", fix="give a plain name such as smollm2-dpo; use --out for another folder")
     job = output_dir(source, name=name, runs_dir=runs_dir, out=out)
-    check_output(job, "train", what="--out" if out is not None else "--name")
+    check_output(job, "train", what="--out" if out is not None else "--name")  # before anything is loaded
+    resolved = resolve(cfg)
+    base, _ = resolve_base(cfg.base)
     record = _record(cfg, resolved, base=base, source=source)
     from accelerate import PartialState
 
