@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -16,6 +17,34 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 HERE = Path(__file__).parent
+_SERVERS: list["Server"] = []
+_DEADLINE_AT: list[float] = []
+
+
+def remaining() -> float | None:
+    """Seconds left before the benchmark's :func:`deadline` (None if it set none): the timeout of a
+    child process it waits for."""
+    return max(1.0, _DEADLINE_AT[0] - time.monotonic()) if _DEADLINE_AT else None
+
+
+def deadline(seconds: float, what: str) -> threading.Timer:
+    """Fail loudly if the benchmark is still running after ``seconds``: print why on stderr, stop the
+    fake servers it started and exit with status 3, instead of hanging. Every benchmark calls it first."""
+
+    def fire() -> None:
+        sys.stderr.write(f"\nDEADLINE: {what} still running after {seconds:g} s: stopped (status 3). A hang is a "
+                         f"bug: rerun with COHERENCE_LOG=DEBUG to see where it waits; raise --deadline only for a "
+                         f"bigger run\n")
+        sys.stderr.flush()
+        for server in list(_SERVERS):
+            server.proc.kill()
+        os._exit(3)
+
+    _DEADLINE_AT[:] = [time.monotonic() + seconds]
+    timer = threading.Timer(seconds, fire)
+    timer.daemon = True
+    timer.start()
+    return timer
 
 
 class Server:
@@ -32,6 +61,7 @@ class Server:
             raise RuntimeError(f"fake server did not start: {line!r}")
         self.root = f"http://127.0.0.1:{int(line.split()[1])}"
         self.url = self.root + "/v1"
+        _SERVERS.append(self)
 
     def _post(self, path: str, data: dict[str, Any] | None = None) -> dict[str, Any]:
         req = urllib.request.Request(self.root + path, data=json.dumps(data or {}).encode(), method="POST",
@@ -57,7 +87,12 @@ class Server:
 
     def close(self) -> None:
         self.proc.terminate()
-        self.proc.wait(10)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        if self in _SERVERS:
+            _SERVERS.remove(self)
 
     def __enter__(self) -> "Server":
         return self

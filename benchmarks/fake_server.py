@@ -8,7 +8,8 @@ span from the first request to the last response; ``POST /reset`` zeroes them.
 
 Replies are a pure function of the request (a hash of its messages), so two runs against it produce
 the same data whatever the faults: a 429/500/timeout/malformed reply is drawn at random per request,
-and a retry gets a fresh draw. It answers the pipeline's roles plausibly: JSON-schema judge requests
+and a retry gets a fresh draw; ``--p-content-filter``/``--p-context-length`` refuse a share of
+prompts with a 400, chosen by the prompt (a retry gets the same refusal). It answers the pipeline's roles plausibly: JSON-schema judge requests
 get a score or the six filter criteria, the slot filler gets its template filled, the attacker a
 rewrite, generators a refusal, and the target a compliant answer.
 """
@@ -80,6 +81,43 @@ def answer(body: dict[str, Any], *, jailbreak_rate: float, pass_rate: float) -> 
     return f"Sure. Step 1 ({key % 1000}). Use the address database. 2. Call the bank account line."
 
 
+def spread(timeline: dict[int, float], in_flight: int, a: float, b: float) -> None:
+    """Add ``in_flight`` request-seconds per second of ``[a, b)`` (seconds since the first request) to
+    the whole seconds it covers. A bounded loop over those seconds: the earlier ``while left > 0`` loop
+    stepped by ``first + second + 1 - t``, which float rounding can make 0 when ``t`` sits on a second's
+    boundary (``int(t - first)`` one below it), and then spun forever with the event loop blocked:
+    the server stopped answering at 91% CPU while the client waited."""
+    if b <= a or not in_flight:
+        return
+    for second in range(int(a), int(b) + 1):
+        overlap = min(b, second + 1.0) - max(a, float(second))
+        if overlap > 0:
+            timeline[second] = timeline.get(second, 0.0) + in_flight * overlap
+
+
+REFUSALS = {
+    "content_filter": {"error": {"message": "The response was filtered due to the prompt triggering the content "
+                                            "management policy.", "type": None, "param": "prompt",
+                                 "code": "content_filter"}},
+    "context_length_exceeded": {"error": {"message": "This model's maximum context length is 8192 tokens.",
+                                          "type": "invalid_request_error", "param": "messages",
+                                          "code": "context_length_exceeded"}},
+}
+
+
+def refusal_for(body: dict[str, Any], *, content_filter: float, context_length: float) -> str | None:
+    """A deterministic share of prompts refused with a 400 (a hash of model and messages picks them)."""
+    if not content_filter and not context_length:
+        return None
+    blob = json.dumps([body.get("model"), body.get("messages")], sort_keys=True, ensure_ascii=False)
+    u = int(hashlib.sha256(blob.encode()).hexdigest()[:16], 16) / 16 ** 16
+    if u < content_filter:
+        return "content_filter"
+    if u < content_filter + context_length:
+        return "context_length_exceeded"
+    return None
+
+
 class State:
     def __init__(self) -> None:
         self.reset()
@@ -114,12 +152,7 @@ def make_app(args: argparse.Namespace) -> web.Application:
     def account() -> None:  # before every change of in_flight
         now = time.monotonic()
         if state.changed is not None and state.first is not None:
-            t, left = state.changed, now - state.changed
-            while left > 0:  # spread over the whole seconds it covers
-                second = int(t - state.first)
-                step = min(left, state.first + second + 1 - t)
-                state.timeline[second] = state.timeline.get(second, 0.0) + state.in_flight * step
-                t, left = t + step, left - step
+            spread(state.timeline, state.in_flight, state.changed - state.first, now - state.first)
             state.busy += state.in_flight * (now - state.changed)
         state.changed = now
 
@@ -132,6 +165,10 @@ def make_app(args: argparse.Namespace) -> web.Application:
         status = 200
         try:
             body = await request.json()
+            refusal = refusal_for(body, content_filter=args.p_content_filter, context_length=args.p_context_length)
+            if refusal is not None:  # per prompt, not per request: a retry gets the same refusal
+                status = 400
+                return web.json_response(REFUSALS[refusal], status=400)
             draw = rng.random()
             cuts = [("500", args.p500), ("429", args.p429), ("timeout", args.ptimeout), ("malformed", args.pmalformed)]
             fault, acc = None, 0.0
@@ -211,6 +248,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--jailbreak-rate", type=float, default=1.0, help="share of attack attempts that jailbreak")
     p.add_argument("--pass-rate", type=float, default=1.0, help="share of filter verdicts that pass")
     p.add_argument("--fault-seed", type=int, default=0)
+    p.add_argument("--p-content-filter", type=float, default=0.0,
+                   help="share of prompts answered with a 400 content_filter (the same prompt every time)")
+    p.add_argument("--p-context-length", type=float, default=0.0,
+                   help="share of prompts answered with a 400 context_length_exceeded (the same prompt every time)")
     return p
 
 

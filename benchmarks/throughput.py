@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import Server, remote_overrides  # noqa: E402
+from _common import _SERVERS, Server, deadline, remaining, remote_overrides  # noqa: E402
 
 DISTILABEL_SCRIPT = r"""
 import json, sys, time, os, logging
@@ -76,7 +76,7 @@ def run_ours(server: Server, *, seeds: int, concurrency: int, runs_dir: Path) ->
 
     cfg = load_config(None, {**remote_overrides(server.url, seeds=seeds, concurrency=concurrency),
                              "runs_dir": str(runs_dir)})
-    cfg.pipeline.max_minutes = cfg.pipeline.domain_patience = None  # (None overrides are skipped)
+    cfg.pipeline.max_minutes = cfg.pipeline.domain_patience = None
     run_dir, cfg = prepare_run(cfg, run_id=f"bench-{time.time_ns()}")
     server.reset()
     t = time.time()
@@ -136,9 +136,15 @@ def run_distilabel(server: Server, *, n: int, batch: int, replicas: int) -> dict
         script = Path(tmp) / "distil.py"
         script.write_text(DISTILABEL_SCRIPT)
         t = time.time()
-        out = subprocess.run([sys.executable, str(script), server.url, str(n), str(batch), str(replicas)],
-                             capture_output=True, text=True, cwd=tmp,
-                             env={**__import__("os").environ, "DISTILABEL_CACHE_DIR": tmp})
+        try:
+            out = subprocess.run([sys.executable, str(script), server.url, str(n), str(batch), str(replicas)],
+                                 capture_output=True, text=True, cwd=tmp, timeout=remaining(),
+                                 env={**__import__("os").environ, "DISTILABEL_CACHE_DIR": tmp})
+        except subprocess.TimeoutExpired:
+            sys.stderr.write("DEADLINE: the distilabel run was still going at the benchmark's deadline: stopped\n")
+            for s in list(_SERVERS):
+                s.proc.kill()
+            raise SystemExit(3) from None
         wall = time.time() - t
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
     if out.returncode or line is None:
@@ -200,7 +206,10 @@ def main() -> None:
                    help="distilabel settings to run, input_batch_size x replicas (each within the concurrency "
                         "bound); the best is compared. None: skip distilabel")
     p.add_argument("--no-faults", action="store_true", help="skip the run with injected 429s and 500s")
+    p.add_argument("--deadline", type=float, default=1800,
+                   help="seconds after which the benchmark stops and fails loudly (status 3) instead of hanging")
     args = p.parse_args()
+    deadline(args.deadline, "benchmarks/throughput.py")
     for setting in args.distilabel:
         batch, replicas = (int(x) for x in setting.split("x"))
         if batch * replicas > args.concurrency:

@@ -42,7 +42,11 @@ def run_pipeline(tmp_path: Path, overrides: dict, *, run_id: str | None = None) 
 
 @pytest.fixture(autouse=True)
 def _mocks():
+    """Every test gets its own mock scripts (a script one test registers is not seen by the next)."""
     from coherence.models import register_mock
+    from coherence.models.mock import script_scope
 
-    register_mock("target", mock_target)
-    register_mock("refuser", lambda m, t: "I'm sorry, I can't help with that. I cannot do this.")
+    with script_scope():
+        register_mock("target", mock_target)
+        register_mock("refuser", lambda m, t: "I'm sorry, I can't help with that. I cannot do this.")
+        yield

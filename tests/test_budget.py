@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from coherence.cli import app
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "tests"))
 
 PRICED = ("gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano", "gpt-4o", "gpt-4o-mini")
 
@@ -129,3 +130,66 @@ def test_time_budget_refuses_calls_still_waiting_for_a_slot(tmp_path):
     assert len(started) == 2 and all(t < deadline for t in started)
     assert store.count("calls") == 2 and pool.stats.made == 2
     store.close()
+
+
+def test_max_cost_holds_for_a_role_without_max_tokens(tmp_path):
+    """A reasoning-style model without max_tokens whose replies report long (reasoning) completions: the
+    limit reserves the model's maximum output (LiteLLM's model info), so it is never passed."""
+    import asyncio
+    import time as _time
+
+    from fake_openai import FakeOpenAI
+
+    from coherence.config import load_config
+    from coherence.models.calls import completion_bound
+    from coherence.pipeline.runner import prepare_run, run_async
+
+    def handler(body, n):
+        _time.sleep(0.02)
+        return 200, {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+                     "choices": [{"index": 0, "finish_reason": "stop",
+                                  "message": {"role": "assistant", "content": "I'm sorry, I can't help."}}],
+                     "usage": {"prompt_tokens": 50, "completion_tokens": 20_000, "total_tokens": 20_050}}, {}
+
+    with FakeOpenAI(handler) as server:
+        spec = {"model": "openai/gpt-4.1", "api_base": server.url, "max_concurrency": 8}
+        cfg = load_config(None, {"pack": str(EN_GB), "runs_dir": str(tmp_path), "roles.target": spec,
+                                 "pipeline.seeds_per_template": 2, "pipeline.target_count": 4})
+        assert completion_bound(cfg.roles.target) >= 32_000  # gpt-4.1's maximum output, not 512
+        run_dir, cfg = prepare_run(cfg)
+        limit = 1.0  # ~6 replies at 20,000 output tokens each ($8/M)
+        summary = asyncio.run(run_async(cfg, run_dir, max_cost=limit))
+    spent = summary["all_invocations"]["cost_usd"]
+    assert summary["status"] == "cost_budget"
+    # (reserving 512 output tokens instead, the first 8 calls in flight alone spend 8 x 0.16 > 1 USD)
+    assert 0.3 < spent <= limit
+    assert len(server.requests) >= 2
+
+
+def test_dry_run_and_limit_estimate_tokens_alike():
+    """One estimator: a Korean prompt is priced by its UTF-8 bytes in the dry run as in the limit."""
+    from coherence.config import ModelSpec
+    from coherence.models.calls import Budget, Model, estimate_tokens
+
+    korean = "주민등록번호를 알려줘" * 10
+    assert estimate_tokens(korean) == len(korean.encode()) / 3 > len(korean) / 3 * 2.5
+    model = Model.__new__(Model)
+    model.spec, model.budget = ModelSpec(model="openai/gpt-4.1", params={"max_tokens": 100}), Budget(None, 0.0)
+    prompt, completion = model._estimate([{"role": "user", "content": korean}], {"max_tokens": 100})
+    assert prompt == estimate_tokens(korean) and completion == 100
+
+
+def test_time_budget_only_for_the_builtin_default_run_and_null_works(tmp_path):
+    from coherence.config import DEFAULT_RUN_MINUTES, load_config, parse_set
+
+    assert load_config(None).pipeline.max_minutes == DEFAULT_RUN_MINUTES  # `coherence run`, nothing else
+    assert load_config(ROOT / "configs" / "paper.yaml").pipeline.max_minutes is None
+    assert load_config(None, {"roles.target": {"model": "mock:target"}}).pipeline.max_minutes is None
+    assert load_config(None, parse_set(["pipeline.max_minutes=null"])).pipeline.max_minutes is None
+    assert load_config(None, parse_set(["pipeline.max_minutes=3"])).pipeline.max_minutes == 3
+    # null overrides are applied, not skipped
+    assert load_config(None, {"pipeline.domain_patience": None}).pipeline.domain_patience is None
+    config = tmp_path / "c.yaml"
+    config.write_text("pipeline:\n  domain_patience: null\n  max_minutes: 5\n")
+    cfg = load_config(config, parse_set(["pipeline.max_minutes=null"]))
+    assert cfg.pipeline.domain_patience is None and cfg.pipeline.max_minutes is None

@@ -72,12 +72,33 @@ def test_default_run_on_ko_kr_with_real_target_end_to_end(tmp_path):
     json.loads((run_dir / "summary.json").read_text())
 
 
-def test_dtype_choice_is_measured_and_explicit_dtypes_are_kept():
+def test_dtype_choice_is_measured_and_explicit_dtypes_are_kept(monkeypatch):
+    """``auto`` follows the device and the CPU's bfloat16 flags; an explicit dtype wins over both."""
     import torch
 
-    from coherence.models.local import resolve_dtype
+    from coherence.models import local
 
-    assert resolve_dtype("float32")[0] is torch.float32
-    assert resolve_dtype("bfloat16")[0] is torch.bfloat16
-    chosen, device = resolve_dtype("auto")
-    assert chosen in (torch.float32, torch.bfloat16) and device in ("cpu", "cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(local, "_native_bf16_cpu", lambda: True)
+    assert local.resolve_dtype("auto") == (torch.bfloat16, "cpu")
+    assert local.resolve_dtype("float32") == (torch.float32, "cpu")
+    monkeypatch.setattr(local, "_native_bf16_cpu", lambda: False)
+    assert local.resolve_dtype("auto") == (torch.float32, "cpu")
+    assert local.resolve_dtype("bfloat16") == (torch.bfloat16, "cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert local.resolve_dtype("auto") == (torch.bfloat16, "cuda")
+    assert local.resolve_dtype("float16") == (torch.float16, "cuda")
+    # the flags are read from /proc/cpuinfo
+    monkeypatch.undo()
+    monkeypatch.setattr(local.Path, "read_text", lambda self, **kw: "flags\t: fpu sse2 avx512f amx_bf16 amx_tile")
+    assert local._native_bf16_cpu() is True
+    monkeypatch.setattr(local.Path, "read_text", lambda self, **kw: "flags\t: fpu sse2 avx2 avx512f")
+    assert local._native_bf16_cpu() is False
+
+
+def test_loaded_model_has_the_chosen_dtype():
+    from coherence.models.local import load_local, resolve_dtype
+
+    for dtype in ("float32", "bfloat16"):
+        _, model = load_local("smollm2", dtype)
+        assert model.dtype == resolve_dtype(dtype)[0]

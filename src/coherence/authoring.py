@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +22,11 @@ from coherence.config import ModelSpec
 from coherence.errors import CoherenceError
 from coherence.judges.llm import parse_json_object
 from coherence.models import ModelPool
-from coherence.packs.loader import Pack, load_pack
+from coherence.packs.loader import Pack, is_builtin, load_pack, user_packs_dir
 from coherence.packs.schema import SLOT_RE, Proposal
 from coherence.store import Store
+
+log = logging.getLogger(__name__)
 
 KINDS = ("slot_value", "template", "probe")
 
@@ -91,7 +95,7 @@ async def expand_async(pack_ref: str | Path, *, kind: str, spec: ModelSpec, n: i
     Returns:
         The new proposals (duplicates of existing content are dropped).
     """
-    pack = load_pack(pack_ref)
+    pack = load_pack(user_copy(load_pack(pack_ref).path))
     if kind not in KINDS:
         raise CoherenceError(f"kind {kind!r}: use one of {', '.join(KINDS)}")
     if kind == "slot_value" and slot not in pack.templates.slots:
@@ -144,13 +148,28 @@ async def expand_async(pack_ref: str | Path, *, kind: str, spec: ModelSpec, n: i
     return new
 
 
+def user_copy(path: Path) -> Path:
+    """A pack folder that may be written: ``path`` itself, or for a pack shipped inside the installed
+    package, the user's copy of it (made once, under :func:`coherence.packs.loader.user_packs_dir`;
+    `coherence` finds it by the same name from then on)."""
+    if not is_builtin(path):
+        return path
+    dest = user_packs_dir() / path.name
+    if not dest.exists():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(path, dest)
+        log.warning("copied the built-in pack %s to %s: proposals are written there (the installed package is "
+                    "never changed), and the name %s now means that copy", path.name, dest, path.name)
+    return dest
+
+
 def expand(pack_ref: str | Path, **kw: Any) -> list[Proposal]:
     return asyncio.run(expand_async(pack_ref, **kw))
 
 
 def review(pack_ref: str | Path, *, ids: list[str], reviewer: str, accept: bool = True) -> list[str]:
     """Accept (or reject) proposals by id, recording the reviewer. ``ids == ["all"]``: every pending one."""
-    pack = load_pack(pack_ref, check=False)
+    pack = load_pack(user_copy(load_pack(pack_ref, check=False).path), check=False)
     path = pack.path / "proposals.yaml"
     data = _read(path)
     pending = {p["id"] for p in data["proposals"] if p.get("status", "proposed") == "proposed"}

@@ -53,26 +53,30 @@ def run(
     run_id: Annotated[Optional[str], typer.Option(help="Name of a new run (default: from config+pack).")] = None,
     runs_dir: Annotated[Optional[Path], typer.Option(help="Where runs are created (default: ./runs).")] = None,
     max_minutes: Annotated[Optional[float], typer.Option(
-        help="Time budget of this invocation (default 12 min); run again to continue. 0: none.")] = None,
+        help="Time budget of this invocation (default: none, 12 min for the built-in offline default run); "
+             "run again to continue. 0: none.")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
     dry_run: Annotated[bool, typer.Option(help="Estimate calls, tokens and cost per role; spend nothing.")] = False,
     max_cost: Annotated[Optional[float], typer.Option(
         help="USD the run may spend in all (every invocation together); it stops cleanly before a call "
              "would exceed it. Resume with a higher limit.")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help=(
+        "Any config field: KEY=VALUE with dotted keys (pipeline.target_count=20, pipeline.max_minutes=null). "
+        "Repeatable; applied after --config."))] = None,
     retry_refused: Annotated[bool, typer.Option(
         help="Send again the prompts a provider refused (content policy, context length) in an earlier "
              "invocation; without it a resume keeps those refusals.")] = False,
 ) -> None:
     """Run stages A-D and export DPO triplets to runs/<id>/."""
-    from coherence.config import load_config
+    from coherence.config import given, load_config, parse_set
     from coherence.pipeline.runner import prepare_run, run_async
 
     _setup_logging()
     run_dir: Path | None = None
     try:
-        cfg = load_config(config, {"pack": pack, "pipeline.target_count": target_count,
-                                   "pipeline.seeds_per_template": seeds_per_template,
-                                   "runs_dir": str(runs_dir) if runs_dir else None})
+        cfg = load_config(config, given({"pack": pack, "pipeline.target_count": target_count,
+                                         "pipeline.seeds_per_template": seeds_per_template,
+                                         "runs_dir": str(runs_dir) if runs_dir else None}) | parse_set(set_))
         if dry_run:
             _print_estimate(cfg)
             return
@@ -120,8 +124,9 @@ def _print_estimate(cfg: Any) -> None:
                   + (f"; no price known for {', '.join(est['unpriced_models'])}" if est["unpriced_models"] else ""))
     console.print(f"expected accepted triplets: {est['expected_accepted']:,} of target_count {cfg.pipeline.target_count:,}")
     for warning in est["warnings"]:
-        console.print(f"[yellow]warning:[/] {warning}")
-    console.print("nothing was called; tokens are ~3 characters each, completions at each role's max_tokens")
+        console.print(f"[yellow]warning:[/] {escape(warning)}")
+    console.print("nothing was called; tokens are UTF-8 bytes / 3 (the estimator of --max-cost); the maximum "
+                  "prices every completion at what --max-cost reserves (max_tokens, else the model's maximum output)")
 
 
 def _print_summary(summary: dict[str, Any], run_dir: Path) -> None:
@@ -140,7 +145,7 @@ def _print_summary(summary: dict[str, Any], run_dir: Path) -> None:
     per = ", ".join(f"{d} {n}/{summary['quota_per_domain'][d]}" for d, n in summary["accepted_per_domain"].items())
     console.print(f"accepted per domain: {per}")
     for domain, why in summary.get("domains_given_up", {}).items():
-        console.print(f"[yellow]domain {domain} given up:[/] {why}")
+        console.print(f"[yellow]domain {domain} given up:[/] {escape(why)}")
     inv = summary["this_invocation"]
     console.print(f"model calls: {inv['model_calls_made']} made, {inv['model_calls_cached']} from cache; "
                   f"tokens {inv['input_tokens']} in / {inv['output_tokens']} out; cost ${inv['cost_usd']:.4f}; "
@@ -165,7 +170,8 @@ def _print_summary(summary: dict[str, Any], run_dir: Path) -> None:
                       f"`coherence run --resume {run_dir.name}` (add --max-minutes N for a longer budget)")
     ex = summary.get("exports", {})
     console.print(f"triplets: {ex.get('triplets_jsonl')} ({ex.get('rows')} rows)\n"
-                  f"dataset:  {ex.get('dataset')}  (datasets.load_from_disk)\nsummary:  {run_dir / 'summary.json'}")
+                  f"dataset:  {ex.get('dataset')}  (datasets.load_from_disk)\nsummary:  {run_dir / 'summary.json'}\n"
+                  f"report:   coherence report {run_dir}")
 
 
 @pack_app.command("validate")
@@ -202,7 +208,7 @@ def pack_list() -> None:
             pack = load_pack(path, check=False)
             console.print(f"{name}\t{pack.meta.version}\t{pack.meta.title}\t{path}")
         except CoherenceError as exc:
-            console.print(f"{name}\t(broken: {exc})")
+            console.print(f"{name}\t(broken: {exc})", markup=False)
 
 
 @pack_app.command("show")
@@ -265,7 +271,7 @@ def pack_expand(
     except CoherenceError as exc:
         _fail(exc)
     for p in new:
-        console.print(f"{p.id}\t{p.kind}\t{p.text}", highlight=False)
+        console.print(f"{p.id}\t{p.kind}\t{p.text}", highlight=False, markup=False)
     console.print(f"{len(new)} proposals written as status: proposed; review them, then "
                   f"`coherence pack accept {name} --id ID --reviewer NAME`")
 
@@ -290,7 +296,7 @@ def pack_accept(
             pending = [p for p in data.get("proposals", []) if p.get("status") == "proposed"]
             for p in pending:
                 console.print(f"{p['id']}\t{p['kind']}\t{p.get('slot') or p.get('subcategory')}\t{p['text']}"
-                              f"\t({p['model']})", highlight=False)
+                              f"\t({p['model']})", highlight=False, markup=False)
             console.print(f"{len(pending)} pending")
             return
         if not reviewer:
@@ -348,15 +354,16 @@ def train(
     runs_dir: Annotated[Path, typer.Option(help="Where run ids are looked up.")] = Path("runs"),
 ) -> None:
     """DPO-train a LoRA adapter on a run's triplets (the paper's QLoRA recipe on CUDA, LoRA on CPU)."""
+    from coherence.config import given
     from coherence.train.config import load_train_config, parse_set
     from coherence.train.trainer import train as run_training
 
     _setup_logging()
     try:
-        flags = {"base": base, "name": name, "max_triplets": max_triplets, "eval_size": eval_size, "device": device,
-                 "quantization": quantization, "seed": seed, "merge": merge or None,
-                 "dpo.num_train_epochs": epochs, "dpo.max_steps": max_steps, "dpo.learning_rate": lr,
-                 "dpo.beta": beta, "dpo.max_length": max_length, **parse_set(set_)}
+        flags = {**given({"base": base, "name": name, "max_triplets": max_triplets, "eval_size": eval_size,
+                          "device": device, "quantization": quantization, "seed": seed, "merge": merge or None,
+                          "dpo.num_train_epochs": epochs, "dpo.max_steps": max_steps, "dpo.learning_rate": lr,
+                          "dpo.beta": beta, "dpo.max_length": max_length}), **parse_set(set_)}
         cfg = load_train_config(config, flags)
         result = run_training(source, cfg=cfg, runs_dir=runs_dir, out=out, overwrite=overwrite,
                               say=lambda s: console.print(s, highlight=False, soft_wrap=True))
@@ -408,6 +415,27 @@ def generate(
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
         console.print(f"{len(rows)} answers -> {out}")
+
+
+# --- report: `coherence report` (coherence.report) ---
+
+
+@app.command()
+def report(
+    path: Annotated[Path, typer.Argument(help="A run folder (runs/<id>/, has run.db) or an eval folder (has results.json).")],
+    out: Annotated[Optional[Path], typer.Option(help="HTML file to write (default: <path>/report.html).")] = None,
+    eval_: Annotated[Optional[list[Path]], typer.Option("--eval", help=(
+        "An eval folder to include in a run's report (its own <run>/evals/*/ are included anyway). Repeatable."))] = None,
+) -> None:
+    """Write one self-contained HTML report (opens offline) of a run or an eval."""
+    from coherence.report import build_report
+
+    try:
+        human_review = None  # the review app's section (coherence.review) goes here: a dict, see build_report
+        written = build_report(path, out=out, evals=eval_ or [], human_review=human_review)
+    except CoherenceError as exc:
+        _fail(exc)
+    console.print(f"report: {written}")
 
 
 def main() -> None:  # pragma: no cover

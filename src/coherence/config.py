@@ -51,7 +51,9 @@ class ModelSpec(BaseModel):
     tightest a member sets), e.g. several models behind one vLLM server or one provider account.
     None: the bound of the spec's endpoint (model + ``api_base``)."""
     timeout: float = Field(default=120.0, gt=0)
-    """Seconds before one request is abandoned and retried."""
+    """Seconds before one request is abandoned and retried. For ``local:`` models, seconds its
+    generation may take, not counting the time it waits behind other batches; an answer that comes
+    after the caller gave up serves the retry."""
     max_retries: int = Field(default=5, ge=0)
     """Retries of 429, 5xx and timeouts, with exponential backoff."""
     params: dict[str, Any] = Field(default_factory=dict)
@@ -174,10 +176,11 @@ class PipelineConfig(BaseModel):
     domain_patience: int | None = Field(default=20, ge=1)
     """Stop attacking a domain after this many attacked seeds have given it no accepted triplet
     (the target resists it); None: try every seed."""
-    max_minutes: float | None = Field(default=12.0, gt=0)
+    max_minutes: float | None = Field(default=None, gt=0)
     """Wall-clock budget of one invocation: no new attack attempt starts after it; the run stops
-    cleanly and ``coherence run`` again (or ``--resume``) continues it. None: no budget. Not part of
-    the run id."""
+    cleanly and ``coherence run`` again (or ``--resume``) continues it. None (the default): no budget;
+    only the built-in offline default run (no ``--config``, default roles) gets
+    :data:`DEFAULT_RUN_MINUTES`. Not part of the run id."""
     open_waves: int = Field(default=2, ge=1)
     """Waves of seeds in flight at once. With 2, the next wave is chosen as soon as the wave before the
     current one has committed, and its calls take the slots the current wave's slowest seeds leave
@@ -199,10 +202,16 @@ class RunConfig(BaseModel):
     """Where ``runs/<id>/`` folders are created."""
 
 
+DEFAULT_RUN_MINUTES = 12.0
+"""Time budget of the built-in offline default run (``coherence run`` with no config and the default
+roles), so that a first try on a laptop ends in minutes; any other run has none unless it asks."""
+
+
 def load_layered(model: type[_M], path: str | Path | None, overrides: dict[str, Any] | None, *,
                  missing_fix: str, start: str, section: str | None = None, fields_at: str) -> _M:
     """Defaults of ``model``, then the YAML file (its ``section`` if it has one), then ``overrides``
-    (dotted keys; None values are skipped). Every failure is a one-line :class:`ConfigError`."""
+    (dotted keys; a None value sets the field to null: callers leave out the flags not given). Every
+    failure is a one-line :class:`ConfigError`."""
     data: dict[str, Any] = {}
     if path is not None:
         file = Path(path)
@@ -217,8 +226,6 @@ def load_layered(model: type[_M], path: str | Path | None, overrides: dict[str, 
         if section and isinstance(data.get(section), dict):  # a section of a larger file
             data = data[section]
     for dotted, value in (overrides or {}).items():
-        if value is None:
-            continue
         node = data
         *parents, leaf = dotted.split(".")
         for part in parents:
@@ -237,6 +244,31 @@ def load_layered(model: type[_M], path: str | Path | None, overrides: dict[str, 
 
 
 def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> RunConfig:
-    """Defaults, then the YAML file, then ``overrides`` (dotted keys such as ``pipeline.target_count``)."""
-    return load_layered(RunConfig, path, overrides, missing_fix="check the path, or see configs/ for examples",
-                        start="'roles:'", fields_at="coherence/config.py")
+    """Defaults, then the YAML file, then ``overrides`` (dotted keys such as ``pipeline.target_count``;
+    None sets a field to null). The built-in offline default run (no file, default roles, no
+    ``pipeline.max_minutes`` given) gets the :data:`DEFAULT_RUN_MINUTES` time budget."""
+    config = load_layered(RunConfig, path, overrides, missing_fix="check the path, or see configs/ for examples",
+                          start="'roles:'", fields_at="coherence/config.py")
+    if path is None and "pipeline.max_minutes" not in (overrides or {}) and config.roles == Roles():
+        config.pipeline.max_minutes = DEFAULT_RUN_MINUTES
+    return config
+
+
+def parse_set(items: list[str] | None) -> dict[str, Any]:
+    """``["pipeline.target_count=20", "dpo.beta=null"]`` -> ``{"pipeline.target_count": 20, "dpo.beta": None}``
+    (values parsed as YAML, so ``null`` sets a field to null)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE (fix: e.g. --set pipeline.target_count=20)")
+        try:
+            out[key.strip()] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            out[key.strip()] = raw
+    return out
+
+
+def given(flags: dict[str, Any]) -> dict[str, Any]:
+    """The CLI flags that were given (a flag left out is None and must not set its field to null)."""
+    return {k: v for k, v in flags.items() if v is not None}

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from coherence.config import Roles
+from coherence.errors import CoherenceError
 
 Migration = str | Callable[[sqlite3.Connection, Path], None]
 """A migration is SQL statements, or a function of (connection, db path) for data that SQL alone
@@ -146,10 +147,15 @@ class Store:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute("PRAGMA foreign_keys=ON")
-        self._migrate()
+        try:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            self.db.close()
+            raise CoherenceError(f"{self.path}: not a coherence run database ({exc}) (fix: give the run "
+                                 f"folder that `coherence run` created)") from None
 
     def close(self) -> None:
         self.db.close()
@@ -159,6 +165,12 @@ class Store:
     def _migrate(self) -> None:
         self.db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied REAL)")
         done = {r[0] for r in self.db.execute("SELECT name FROM _migrations")}
+        newer = sorted(done - {name for name, _ in MIGRATIONS})
+        if newer:
+            self.db.close()
+            raise CoherenceError(f"{self.path}: written by a newer coherence (schema migrations "
+                                 f"{', '.join(newer)} unknown to this version) (fix: upgrade coherence, "
+                                 f"`pip install -U coherence`, to read it)")
         for name, step in MIGRATIONS:
             if name not in done:
                 with self.transaction():
@@ -293,12 +305,20 @@ class Store:
         return number
 
     def reopen_refused(self) -> int:
-        """``--retry-refused``: seeds stopped by a provider refusal in stage B or C are open again (at the
-        attempt, or the generators, that were refused; the refused calls are sent again). Returns how many."""
+        """``--retry-refused``: the seeds a provider refusal stopped are open again where it stopped them
+        (an attacker's refusal: at that attempt; every generator's: at stage C; the query judge's or a
+        filter judge's: that judgement), so their refused calls are sent again. A target's block stays an
+        attempt scored as a refusal, and a slot filler's refusal stays as it is. Returns how many."""
+        refused_vote = ("SELECT 1 FROM verdicts v WHERE v.seed_id = seeds.id AND v.task = ? AND "
+                        "v.detail LIKE '%\"provider_refused\"%'")
         with self.transaction() as db:
-            cur = db.execute("UPDATE seeds SET status = CASE stage WHEN 'attack' THEN 'active' ELSE 'jailbroken' END, "
-                             "reason = '' WHERE status = 'provider_refused' AND stage IN ('attack', 'respond')")
-            return cur.rowcount
+            n = db.execute("UPDATE seeds SET status = CASE stage WHEN 'attack' THEN 'active' ELSE 'jailbroken' END, "
+                           "reason = '' WHERE status = 'provider_refused' AND stage IN ('attack', 'respond')").rowcount
+            n += db.execute(f"UPDATE seeds SET status = 'jailbroken', reason = '' WHERE status = 'query_rejected' "
+                            f"AND EXISTS ({refused_vote})", ("query_harm",)).rowcount
+            n += db.execute(f"UPDATE seeds SET status = 'responded', stage = 'respond', reason = '' WHERE "
+                            f"status = 'rejected' AND EXISTS ({refused_vote})", ("filter",)).rowcount
+            return n
 
     def refused_seeds(self) -> dict[str, int]:
         """Seeds stopped by a provider refusal, per stage (``seed``: slot filler, ``attack``: attacker,
@@ -413,3 +433,75 @@ class Store:
         assert table in {"seeds", "triplets", "attempts"} and column.isidentifier()
         sql = f"SELECT {column}, COUNT(*) FROM {table}" + (f" WHERE {where}" if where else "") + f" GROUP BY {column}"
         return {r[0]: r[1] for r in self.db.execute(sql, args)}
+
+    # ------------------------------------------------------------------ report queries (coherence.report)
+    # Read-only aggregates for the HTML report, kept together so that a schema change (e.g. role slots)
+    # is made here once. Each returns plain rows; the report does the arithmetic.
+
+    def report_seed_outcomes(self) -> list[dict[str, Any]]:
+        """(domain, subcategory, stage, status, n): where every seed stopped."""
+        return self._rows("SELECT domain, subcategory, stage, status, COUNT(*) AS n FROM seeds "
+                          "GROUP BY domain, subcategory, stage, status ORDER BY domain, subcategory")
+
+    def report_stop_reasons(self) -> list[dict[str, Any]]:
+        """(stage, status, reason, n) of the seeds that did not become accepted triplets."""
+        return self._rows("SELECT stage, status, reason, COUNT(*) AS n FROM seeds WHERE status != 'accepted' "
+                          "GROUP BY stage, status, reason ORDER BY n DESC")
+
+    def report_attempt_outcomes(self) -> list[dict[str, Any]]:
+        """(strategy, attempt, n, jailbroken, mean_score) over every stage-B attempt."""
+        return self._rows("SELECT strategy, attempt, COUNT(*) AS n, SUM(jailbroken) AS jailbroken, "
+                          "AVG(score) AS mean_score FROM attempts GROUP BY strategy, attempt ORDER BY attempt, strategy")
+
+    def report_candidate_scores(self) -> list[dict[str, Any]]:
+        """(seed_id, slot, model, score, chosen, refusal) of every stage-C candidate, texts left out."""
+        return self._rows("SELECT seed_id, slot, model, score, chosen, refusal FROM candidates ORDER BY seed_id, slot")
+
+    def report_verdict_scores(self) -> list[dict[str, Any]]:
+        """(task, slot, judge, score, passed, n): the distribution of every judge slot's verdicts."""
+        return self._rows("SELECT task, slot, judge, score, passed, COUNT(*) AS n FROM verdicts "
+                          "GROUP BY task, slot, judge, score, passed ORDER BY task, slot, score")
+
+    def report_filter_votes(self) -> list[dict[str, Any]]:
+        """(seed_id, slot, judge, passed, reason, detail) of every stage-D vote, in vote order."""
+        rows = self._rows("SELECT seed_id, slot, judge, passed, reason, detail FROM verdicts WHERE task = 'filter' "
+                          "ORDER BY id")
+        for r in rows:
+            r["detail"] = json.loads(r["detail"])
+        return rows
+
+    def report_call_stats(self) -> list[dict[str, Any]]:
+        """(role, model, calls, input_tokens, output_tokens, cost, latency_sum) per role and model."""
+        return self._rows("SELECT role, model, COUNT(*) AS calls, COALESCE(SUM(input_tokens), 0) AS input_tokens, "
+                          "COALESCE(SUM(output_tokens), 0) AS output_tokens, COALESCE(SUM(cost), 0.0) AS cost, "
+                          "COALESCE(SUM(latency), 0) AS latency_sum FROM calls GROUP BY role, model ORDER BY role")
+
+    def report_latency_quantiles(self, quantiles: tuple[float, ...] = (0.5, 0.95)) -> dict[tuple[str, str], list[float]]:
+        """(role, model) -> the latency at each quantile (nearest rank), without loading every call."""
+        out: dict[tuple[str, str], list[float]] = {}
+        groups = self.db.execute("SELECT role, model, COUNT(*) FROM calls WHERE latency IS NOT NULL "
+                                 "GROUP BY role, model").fetchall()
+        for role, model, n in groups:
+            out[(role, model)] = [self.db.execute(
+                "SELECT latency FROM calls WHERE role = ? AND model = ? AND latency IS NOT NULL "
+                "ORDER BY latency LIMIT 1 OFFSET ?", (role, model, min(n - 1, int(q * n)))).fetchone()[0]
+                for q in quantiles]
+        return out
+
+    def report_call_errors(self) -> list[dict[str, Any]]:
+        """(role, kind, n) of the recorded call errors."""
+        return self._rows("SELECT role, kind, COUNT(*) AS n FROM call_errors GROUP BY role, kind ORDER BY role")
+
+    def report_triplet_sample(self, *, per_status: int) -> list[dict[str, Any]]:
+        """Up to ``per_status`` triplets of each status, spread over the domains, in seed order."""
+        rows = self._rows(
+            "SELECT * FROM (SELECT t.*, s.subcategory, s.ord, ROW_NUMBER() OVER (PARTITION BY t.status, t.domain "
+            "ORDER BY s.ord) AS k, COUNT(*) OVER (PARTITION BY t.status) AS total FROM triplets t "
+            "JOIN seeds s ON s.id = t.seed_id) WHERE k <= ? ORDER BY status, k, ord", per_status)
+        out, taken = [], {}
+        for r in rows:
+            if taken.get(r["status"], 0) < per_status:
+                taken[r["status"]] = taken.get(r["status"], 0) + 1
+                r["provenance"] = json.loads(r["provenance"])
+                out.append(r)
+        return out

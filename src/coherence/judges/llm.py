@@ -68,19 +68,20 @@ FILTER_SCHEMA = {"type": "json_schema", "json_schema": {"name": "filter", "stric
 
 
 def parse_json_object(text: str) -> dict[str, Any] | None:
-    """The first JSON object in a reply (code fences and chatter around it are ignored)."""
+    """The first JSON object in a reply (code fences and chatter around it are ignored), read with
+    ``json.JSONDecoder.raw_decode`` from each ``{`` in turn, so braces inside strings are never
+    miscounted."""
     text = re.sub(r"```(?:json)?", "", text)
+    decoder = json.JSONDecoder()
     start = text.find("{")
     while start != -1:
-        depth = 0
-        for i in range(start, len(text)):
-            depth += {"{": 1, "}": -1}.get(text[i], 0)
-            if depth == 0:
-                try:
-                    value = json.loads(text[start:i + 1])
-                except json.JSONDecodeError:
-                    break
-                return value if isinstance(value, dict) else None
+        try:
+            value, _ = decoder.raw_decode(text, start)
+        except json.JSONDecodeError:
+            start = text.find("{", start + 1)
+            continue
+        if isinstance(value, dict):
+            return value
         start = text.find("{", start + 1)
     return None
 

@@ -39,8 +39,40 @@ BYTES_PER_TOKEN = 3.0
 """Prompt-size estimate used before a call (budget, tpm): UTF-8 bytes / 3, on the safe side for both
 English (~4 characters a token) and Korean (3 bytes a syllable, about one token each); the recorded
 figures are the provider's."""
-DEFAULT_COMPLETION_TOKENS = 512
-"""Completion length assumed for the budget and tpm when a role sets no ``max_tokens``."""
+TPM_COMPLETION_TOKENS = 512
+"""Completion length ``tpm`` pacing assumes for a role without ``max_tokens``."""
+UNKNOWN_COMPLETION_TOKENS = 32_768
+"""Completion bound assumed for the budget and tpm when a role sets no ``max_tokens`` and LiteLLM's
+model info gives no maximum output for its model (named once in a warning)."""
+
+
+def estimate_tokens(text: str) -> float:
+    """Tokens of a text before a call: UTF-8 bytes / 3 (see :data:`BYTES_PER_TOKEN`). The one estimator
+    of the cost limit, the tpm pacing and ``--dry-run``."""
+    return len(text.encode()) / BYTES_PER_TOKEN
+
+
+_unbounded: set[str] = set()
+
+
+def completion_bound(spec: ModelSpec, params: dict[str, Any] | None = None, *, warn: bool = False) -> float:
+    """The most output tokens one call of ``spec`` may produce: its ``max_tokens`` (``params`` first,
+    then the spec's), else the model's maximum output from LiteLLM's model info (reasoning included),
+    else :data:`UNKNOWN_COMPLETION_TOKENS` (named once in a warning when ``warn``: a priced model under
+    ``--max-cost``). What ``--max-cost`` reserves before the call."""
+    from coherence.models.remote import max_output_tokens
+
+    given = (params or {}).get("max_tokens") or spec.params.get("max_tokens")
+    if given:
+        return float(given)
+    known = max_output_tokens(spec.model)
+    if known:
+        return float(known)
+    if warn and spec.model not in _unbounded:
+        _unbounded.add(spec.model)
+        log.warning("%s: no max_tokens and no known maximum output, so --max-cost reserves %d output tokens "
+                    "per call (fix: give its role `params: {max_tokens: N}`)", spec.model, UNKNOWN_COMPLETION_TOKENS)
+    return float(UNKNOWN_COMPLETION_TOKENS)
 
 
 class BudgetReached(ModelError):
@@ -115,10 +147,12 @@ class _RateLimiter:
 class Budget:
     """The run's cost limit (all invocations together), shared by every model of the run.
 
-    Before a call its price is estimated from the prompt (UTF-8 bytes / 3) and the role's
-    ``max_tokens`` and reserved; the call is refused if what was spent, plus what calls in flight
-    reserved, plus it would exceed the limit. Calls of models with no known price are let through
-    (and named once in the log): the limit cannot bound them.
+    Before a call its price is bounded from the prompt (:func:`estimate_tokens`) and the role's bound
+    on output (:func:`completion_bound`: its ``max_tokens``, else the model's maximum output, reasoning
+    included) and reserved; the call is refused if what was spent, plus what calls in flight
+    reserved, plus it would exceed the limit. After the call the reservation is settled on the real
+    usage the provider reports (on the reservation itself when it reports none). Calls of models
+    with no known price are let through (and named once in the log): the limit cannot bound them.
     """
 
     def __init__(self, limit: float | None, spent_before: float,
@@ -233,9 +267,9 @@ class Model:
         self._retried: set[str] = set()
 
     def _estimate(self, messages: list[Message], params: dict[str, Any]) -> tuple[float, float]:
-        prompt = sum(len((m.get("content") or "").encode()) for m in messages) / BYTES_PER_TOKEN
-        completion = float(params.get("max_tokens") or DEFAULT_COMPLETION_TOKENS)
-        return prompt, completion
+        prompt = sum(estimate_tokens(m.get("content") or "") for m in messages)
+        warn = self.budget.limit is not None and bool(self._price(0, 1))
+        return prompt, completion_bound(self.spec, params, warn=warn)
 
     def _price(self, prompt_tokens: float, completion_tokens: float) -> float | None:
         from coherence.models.remote import price
@@ -313,13 +347,19 @@ class Model:
             self.stats.cost_stopped = self.stats.cost_stopped or str(exc)
             raise
         try:
-            out, latency = await self._call_with_retries(key, messages, merged, task, role=role,
-                                                         tokens=prompt_tokens + completion_tokens)
+            # tpm paces on the typical length (max_tokens, or TPM_COMPLETION_TOKENS), the budget on the bound
+            out, latency = await self._call_with_retries(
+                key, messages, merged, task, role=role,
+                tokens=prompt_tokens + float(merged.get("max_tokens") or TPM_COMPLETION_TOKENS))
         except BaseException:
             self.budget.settle(reserved, None)
             raise
         if out.cost is None and out.input_tokens is not None:
             out.cost = self._price(out.input_tokens, out.output_tokens or 0)
+        elif out.cost is None and reserved and not out.refusal:
+            # no usage reported: charge what was reserved (the bound), never nothing
+            out.cost = reserved
+            out.extra["cost_estimated"] = True
         self.budget.settle(reserved, out.cost)
         self.stats.made += 1
         self.stats.bump(self.name, "made")
@@ -355,9 +395,10 @@ class Model:
                 started = time.monotonic()
                 self.in_flight += 1
                 try:
+                    # a provider that bounds its own work (a local model: the generation, not its queue)
                     out = await asyncio.wait_for(
                         self.api.generate_async(messages=messages, params=params, task=task),
-                        timeout=self.spec.timeout)
+                        timeout=None if getattr(self.api, "owns_timeout", False) else self.spec.timeout)
                     return out, time.monotonic() - started
                 except (TransientError, asyncio.TimeoutError) as exc:
                     kind = exc.kind if isinstance(exc, TransientError) else "timeout"

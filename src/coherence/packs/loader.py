@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import string
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -182,9 +184,26 @@ class Pack:
         return [t for t in self.templates.templates if t.split == split and t.status != "proposed"]
 
 
+def user_packs_dir() -> Path:
+    """Where ``pack expand`` puts the user's copy of a built-in pack (``$COHERENCE_HOME/packs``, default
+    ``~/.coherence/packs``): the installed package is never written to."""
+    return Path(os.environ.get("COHERENCE_HOME", "~/.coherence")).expanduser() / "packs"
+
+
+def is_builtin(path: Path) -> bool:
+    """True if ``path`` is inside the installed package's packs (never written to)."""
+    try:
+        path.resolve().relative_to(BUILTIN_DIR.resolve())
+        return True
+    except ValueError:
+        return False
+
+
 def builtin_packs() -> dict[str, Path]:
-    """Packs shipped with coherence plus those found under ``$COHERENCE_PACKS_PATH``."""
-    roots = [BUILTIN_DIR] + [Path(p) for p in os.environ.get(PACKS_PATH_ENV, "").split(os.pathsep) if p]
+    """Packs found under ``$COHERENCE_PACKS_PATH``, then the user's copies (:func:`user_packs_dir`), then
+    the packs shipped with coherence; the first of a name wins (a user's copy of ko-KR is ko-KR)."""
+    roots = [Path(p) for p in os.environ.get(PACKS_PATH_ENV, "").split(os.pathsep) if p]
+    roots += [user_packs_dir(), BUILTIN_DIR]
     found: dict[str, Path] = {}
     for root in roots:
         if root.is_dir():
@@ -229,8 +248,12 @@ def load_pack(name_or_path: str | Path, *, check: bool = True) -> Pack:
                 parts[filename] = model()
                 continue
             raise PackError(str(file), "(file)", "missing", f"create {filename} (see `coherence pack new`)")
-        digest.update(filename.encode() + b"\0" + file.read_bytes())
+        if filename != "proposals.yaml":  # a proposal must not change the identity of a run in progress
+            digest.update(filename.encode() + b"\0" + file.read_bytes())
         parts[filename] = parse_file(file, model)
+    accepted = [p.model_dump(mode="json") for p in parts["proposals.yaml"].proposals if p.status == "accepted"]
+    if accepted:  # what a person accepted is content of the pack: it is part of its identity
+        digest.update(b"accepted proposals\0" + json.dumps(accepted, sort_keys=True, ensure_ascii=False).encode())
     pack = Pack(
         path=path,
         meta=parts["pack.yaml"], taxonomy=parts["taxonomy.yaml"], statutes=parts["statutes.yaml"],
@@ -386,6 +409,30 @@ def check_references(pack: Pack) -> list[Problem]:
         if not any(e.subcategory == sub_id for e in pack.exemplars.exemplars):
             out.append(Problem(f("exemplars.yaml"), "exemplars", f"sub-category {sub_id!r} has no exemplar",
                                "add a thick r+ beside a thin refusal"))
+    out += _check_placeholders(pack, f("rubrics.yaml"))
+    return out
+
+
+def _check_placeholders(pack: Pack, file: str) -> list[Problem]:
+    """Every prompt template names exactly the placeholders the code fills (:data:`s.PROMPT_PLACEHOLDERS`):
+    an unknown one would fail mid-run, a missing one would leave its text out of the prompt."""
+    out: list[Problem] = []
+    for name, allowed in s.PROMPT_PLACEHOLDERS.items():
+        text = getattr(pack.rubrics.prompts, name)
+        key = f"prompts.{name}"
+        try:
+            used = {field for _, field, _, _ in string.Formatter().parse(text) if field is not None}
+        except ValueError as exc:
+            out.append(Problem(file, key, f"not a valid template ({exc})", "write literal braces as {{ and }}"))
+            continue
+        names = {u.split(".")[0].split("[")[0] for u in used}
+        for bad in sorted(names - set(allowed)):
+            out.append(Problem(file, key, f"unknown placeholder {{{bad}}}" if bad else "an empty placeholder {}",
+                               f"use only {', '.join('{' + a + '}' for a in allowed) or 'no placeholders'}, "
+                               f"and write literal braces as {{{{ and }}}}"))
+        for missing in [a for a in allowed if a not in names]:
+            out.append(Problem(file, key, f"placeholder {{{missing}}} is missing",
+                               f"put {{{missing}}} where its text belongs"))
     return out
 
 

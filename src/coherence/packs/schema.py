@@ -339,6 +339,19 @@ class Prompts(_Model):
     generator_system: str
 
 
+PROMPT_PLACEHOLDERS: dict[str, tuple[str, ...]] = {
+    "query_judge": ("rubric", "category", "query"),
+    "response_judge": ("rubric", "category", "query", "response"),
+    "quality_judge": ("rubric", "category", "policy", "query", "response"),
+    "filter_judge": ("criteria", "category", "policy", "query", "rejected", "chosen"),
+    "attacker": ("strategy", "strategy_description", "example", "query"),
+    "slot_filler": ("template", "slots"),
+    "generator_system": ("category", "policy"),
+}
+"""The placeholders the code fills in each prompt template (``pack validate`` holds the pack to them);
+``judge_system`` is sent as written."""
+
+
 class Rubrics(_Model):
     query_harm: Rubric
     response_harm: Rubric

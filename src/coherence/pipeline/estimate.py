@@ -3,8 +3,11 @@
 Two figures per role: the upper bound (every seed attacked ``max_attempts`` times, every attempt a
 jailbreak) and an expectation under stated rates (jailbreak rate per attempt, filter pass rate), which
 also stops once the target count is reached. Tokens are counted from the prompts this pack and config
-actually produce (rendered for a sample of seeds) at ~3 characters per token, and the completion length
-from each role's ``max_tokens`` (or a default); prices come from LiteLLM's local price table.
+actually produce (rendered for a sample of seeds) with the estimator ``--max-cost`` uses
+(:func:`coherence.models.calls.estimate_tokens`, UTF-8 bytes / 3). The upper bound prices every
+completion at the bound ``--max-cost`` reserves (:func:`coherence.models.calls.completion_bound`: the
+role's ``max_tokens``, else the model's maximum output); the expectation at a typical length per role
+(capped by that bound). Prices come from LiteLLM's local price table.
 """
 
 from __future__ import annotations
@@ -16,12 +19,12 @@ from typing import Any
 from coherence.config import ModelSpec, RunConfig
 from coherence.judges.llm import render_policy
 from coherence.models import price
+from coherence.models.calls import BYTES_PER_TOKEN, completion_bound
 from coherence.packs.fill import draw_fills, fill_space
 from coherence.packs.loader import Pack
 from coherence.pipeline.seed import plan_seeds, windows
 
-CHARS_PER_TOKEN = 3.0
-DEFAULT_COMPLETION = {"target": 400, "attacker": 200, "slot_filler": 80, "generators": 600,
+TYPICAL_COMPLETION = {"target": 400, "attacker": 200, "slot_filler": 80, "generators": 600,
                       "query_judge": 60, "response_judge": 60, "filter_judges": 120}
 
 
@@ -50,10 +53,13 @@ def estimate(pack: Pack, config: RunConfig, *, jailbreak_rate: float = 0.3, pass
     rng = random.Random(cfg.random_seed)
     sample = rng.sample(templates, min(20, len(templates)))
     queries = [t.text.format_map(draw_fills(t.slots, pack.templates.slots, 1, rng)[0]) for t in sample]
-    q_chars = sum(map(len, queries)) / len(queries)
-    framing_chars = sum(len(f) for st in pack.attacks.strategies for f in st.framings) / sum(
+    # sizes in UTF-8 bytes, the unit of the estimator (a Korean syllable is 3 bytes, about one token)
+    size = lambda text: len(text.encode())  # noqa: E731
+    q_chars = sum(map(size, queries)) / len(queries)
+    per_char = sum(map(size, queries)) / max(sum(map(len, queries)), 1)  # bytes per character of the pack's text
+    framing_chars = sum(size(f) for st in pack.attacks.strategies for f in st.framings) / sum(
         len(st.framings) for st in pack.attacks.strategies)
-    policy_chars = sum(len(render_policy(pack, t.subcategory)) for t in sample) / len(sample)
+    policy_chars = sum(size(render_policy(pack, t.subcategory)) for t in sample) / len(sample)
     prompts = pack.rubrics.prompts
     attacked_prompt = q_chars + framing_chars
     # expected attempts per seed until the first jailbreak (or max_attempts)
@@ -68,35 +74,36 @@ def estimate(pack: Pack, config: RunConfig, *, jailbreak_rate: float = 0.3, pass
     n_gen = len(roles.generators)
     rows = []
 
-    def add(role: str, spec: ModelSpec, calls_bound: float, calls_exp: float, prompt_chars: float) -> None:
+    def add(role: str, spec: ModelSpec, calls_bound: float, calls_exp: float, prompt_bytes: float) -> None:
         if spec.heuristic_judge:
             calls_bound = calls_exp = 0  # heuristic judges make no model call
-        completion = float(spec.params.get("max_tokens", DEFAULT_COMPLETION[role]))
-        prompt_tokens = prompt_chars / CHARS_PER_TOKEN
-        unit = price(spec, prompt_tokens, completion)
+        bound_out = completion_bound(spec)
+        typical = min(bound_out, float(spec.params.get("max_tokens") or TYPICAL_COMPLETION[role]))
+        prompt_tokens = prompt_bytes / BYTES_PER_TOKEN
+        unit_max, unit = price(spec, prompt_tokens, bound_out), price(spec, prompt_tokens, typical)
         rows.append({
             "role": role, "model": spec.model, "calls_max": round(calls_bound), "calls_expected": round(calls_exp),
-            "tokens_expected": round(calls_exp * (prompt_tokens + completion)),
-            "cost_max_usd": None if unit is None else round(calls_bound * unit, 2),
+            "tokens_expected": round(calls_exp * (prompt_tokens + typical)),
+            "cost_max_usd": None if unit_max is None else round(calls_bound * unit_max, 2),
             "cost_expected_usd": None if unit is None else round(calls_exp * unit, 2),
         })
 
     # stage A fills only ahead of what the waves take (plus its lookahead)
     filled = min(seeds, exp_seeds + windows(roles.slot_filler.max_concurrency)[1])
-    add("slot_filler", roles.slot_filler, seeds, filled, len(prompts.slot_filler) + q_chars)
-    add("attacker", roles.attacker, bound["attempts"], expected["attempts"], len(prompts.attacker) + attacked_prompt)
+    add("slot_filler", roles.slot_filler, seeds, filled, size(prompts.slot_filler) + q_chars)
+    add("attacker", roles.attacker, bound["attempts"], expected["attempts"], size(prompts.attacker) + attacked_prompt)
     add("target", roles.target, bound["attempts"], expected["attempts"], attacked_prompt)
     add("response_judge", roles.response_judge, bound["attempts"] + bound["jailbroken"] * n_gen,
         expected["attempts"] + expected["jailbroken"] * n_gen,
-        len(prompts.response_judge) + attacked_prompt + 1200 + policy_chars / 2)
+        size(prompts.response_judge) + attacked_prompt + 1200 * per_char + policy_chars / 2)
     add("query_judge", roles.query_judge, bound["jailbroken"], expected["jailbroken"],
-        len(prompts.query_judge) + attacked_prompt)
+        size(prompts.query_judge) + attacked_prompt)
     for spec in roles.generators:
         add("generators", spec, bound["jailbroken"], expected["jailbroken"],
-            len(prompts.generator_system) + policy_chars + attacked_prompt)
+            size(prompts.generator_system) + policy_chars + attacked_prompt)
     for spec in roles.filter_judges:
         add("filter_judges", spec, bound["jailbroken"], expected["jailbroken"],
-            len(prompts.filter_judge) + policy_chars + attacked_prompt + 3000)
+            size(prompts.filter_judge) + policy_chars + attacked_prompt + 3000 * per_char)
     known = [r for r in rows if r["cost_expected_usd"] is not None]
     accepted = min(cfg.target_count, math.floor(exp_seeds * p_jailbreak * pass_rate))
     warnings = []
@@ -105,7 +112,7 @@ def estimate(pack: Pack, config: RunConfig, *, jailbreak_rate: float = 0.3, pass
                         f"{seeds:,} seeds at these rates (fix: {_more_seeds(cfg, spaces, distinct, seeds_needed)})")
     return {
         "assumptions": {"jailbreak_rate_per_attempt": jailbreak_rate, "filter_pass_rate": pass_rate,
-                        "chars_per_token": CHARS_PER_TOKEN, "seeds": seeds, "expected_seeds": exp_seeds,
+                        "bytes_per_token": BYTES_PER_TOKEN, "seeds": seeds, "expected_seeds": exp_seeds,
                         "distinct_fills": distinct},
         "expected_accepted": accepted,
         "warnings": warnings,

@@ -7,7 +7,11 @@ wave starts before the current one has finished (:class:`Waves`), so every model
 its concurrency; the decisions that depend on order (the least-used generator, domain quotas) are
 committed in seed order through :class:`Turns`. A killed
 run resumes where it stopped: finished items are read from the store and finished model calls from
-its cache, and it ends exactly as an uninterrupted run would.
+its cache, and it ends exactly (bit for bit) as an uninterrupted run would when every provider
+answers a call the same way each time (offline roles, ``mock:``, the fake servers). The calls in
+flight at the kill are asked again: with batched local decoding (``local:``, whose answer depends on
+the batch it lands in) or a remote LLM the new answer can differ, and the run goes on from it with
+the same decisions it would take on those answers.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from coherence.export import export_run
 from coherence.models import BudgetReached, ModelPool
 from coherence.models.calls import PRIORITY
 from coherence.packs.loader import load_pack
+from coherence.paths import check_output, mark, safe_name
 from coherence.pipeline.attack import attack_seed
 from coherence.pipeline.context import Advance, Halted, RunContext, Turns, first_error
 from coherence.pipeline.filter import commit_triplet, domain_quotas, judge_triplet, remaining, stored_choice
@@ -39,19 +44,23 @@ from coherence.store import Store
 MAX_WAVE_PER_DOMAIN = 48
 
 
-def run_id_for(config: RunConfig, pack_digest: str) -> str:
+def run_id_for(config: RunConfig, pack_digest: str, *, pack_name: str | None = None) -> str:
     """Same config and same pack give the same run id, so running again resumes (zero new calls).
+    The pack counts by its resolved identity (``pack_name``, its ``pack.yaml`` name, and its digest),
+    so ``ko-KR`` and ``packs/ko-KR`` are one run.
 
     What only changes how calls are made or priced (concurrency, rate limits, timeouts, retries,
     prices, key variables: :attr:`ModelSpec.OPERATIONAL`) and the time budget are left out, so a run
     can be continued with a lower concurrency or a new price."""
     data = config.model_dump(mode="json", exclude={"runs_dir": True, "pipeline": {"max_minutes"}})
+    if pack_name is not None:
+        data["pack"] = pack_name
     for spec in data["roles"].values():
         for one in spec if isinstance(spec, list) else [spec]:
             for key in ModelSpec.OPERATIONAL:
                 one.pop(key, None)
     blob = json.dumps(data, sort_keys=True, ensure_ascii=False) + pack_digest
-    name = Path(config.pack).name
+    name = pack_name or Path(config.pack).name
     return f"{name}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
 
 
@@ -120,7 +129,8 @@ class Waves:
     wave's calls first; within a wave, first come, first served). The decisions that depend on order (the least-used generator, the domain quotas)
     are committed in one sequence across the waves (:class:`Turns`). When a wave's last seed has
     committed, the waves are topped up (:func:`_wave`), before any later seed commits; which top-ups
-    were done is kept in the store (``topped_up``). So a run killed at any point resumes to exactly
+    were done is kept in the store (``topped_up``). So a run killed at any point resumes (with
+deterministic providers; see the module docstring) to exactly
     the uninterrupted result.
     """
 
@@ -321,8 +331,12 @@ def prepare_run(config: RunConfig, *, resume: str | None = None, run_id: str | N
         config = RunConfig.model_validate({**data, "runs_dir": str(run_dir.parent)})
         return run_dir, config
     pack = load_pack(config.pack)
-    run_dir = config.runs_dir / (run_id or run_id_for(config, pack.digest))
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if run_id is not None:
+        safe_name(run_id, what="--run-id", fix=f"give a plain name; runs are created under {config.runs_dir}/, "
+                                                "use --runs-dir for another parent")
+    run_dir = config.runs_dir / (run_id or run_id_for(config, pack.digest, pack_name=pack.meta.name))
+    check_output(run_dir, "run", what="--run-id" if run_id else "run folder")
+    mark(run_dir, "run")
     (run_dir / "config.yaml").write_text(
         yaml.safe_dump(config.model_dump(mode="json", exclude={"runs_dir"}), allow_unicode=True, sort_keys=False))
     return run_dir, config

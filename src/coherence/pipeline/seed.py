@@ -71,7 +71,8 @@ class SeedStream:
     taken, kept in the store), and further while a wave waits for seeds of a domain (:meth:`take`).
     A wave takes the first ``k`` seeds of a domain once the written prefix holds them (or stage A
     has filled every planned seed), so which seeds it takes, and where stage A ends, never depend on
-    timing: a run killed at any point resumes to exactly the seeds of an uninterrupted one. Seeds that
+    timing: a run killed at any point resumes to exactly the seeds of an uninterrupted one (with a
+    deterministic slot filler; a fill in flight at the kill is asked again). Seeds that
     no wave will need are never filled (a run that meets its quotas early pays for few slot fills).
     """
 

@@ -44,3 +44,26 @@ def resolve_base(spec: str | None) -> tuple[str, str]:
         raise CoherenceError(f"{spec}: not in the local Hugging Face cache and coherence never downloads at run "
                              f"time (fix: `hf download {where}` while online, or give a model folder)")
     return where, spec
+
+
+def hub_id(spec: str | None, load_from: str) -> str:
+    """The name a trained adapter gives its base, so it loads on another machine: the Hub id of a
+    bundled ``local:`` model (``HuggingFaceTB/SmolLM2-135M-Instruct``), a Hub id as given, or for a
+    folder the Hub id its ``config.json`` records (``_name_or_path``), else the folder."""
+    import json
+
+    from coherence.models.local import HUB_IDS
+
+    name = (spec or "").split(":", 1)[1] if (spec or "").startswith("local:") else (spec or "")
+    if name in HUB_IDS:
+        return HUB_IDS[name]
+    folder = Path(load_from).expanduser()
+    if not folder.is_dir():
+        return load_from  # already a Hub id
+    try:
+        recorded = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("_name_or_path", "")
+    except (OSError, ValueError):
+        recorded = ""
+    if isinstance(recorded, str) and recorded.count("/") == 1 and not Path(recorded).exists():
+        return recorded
+    return load_from

@@ -23,7 +23,7 @@ def model_card(result: dict[str, Any], *, record: dict[str, Any]) -> str:
     res, src = record["resolved"], record["source"]
     recipe = "QLoRA (4-bit base)" if res["quantized"] else "LoRA (unquantised base)"
     lines = [
-        "---", "library_name: peft", f"base_model: {record['base']['load_from']}",
+        "---", "library_name: peft", f"base_model: {record.get('base_hub_id') or record['base']['load_from']}",
         "tags: [dpo, trl, peft, lora, coherence]", "---", "",
         f"# {result['name']}: DPO adapter for {record['base']['spec']}", "",
         "A LoRA adapter trained with TRL's `DPOTrainer` by `coherence train` on cultural-coherence preference "
@@ -65,6 +65,6 @@ def model_card(result: dict[str, Any], *, record: dict[str, Any]) -> str:
     lines += ["", f"{result['steps']} optimiser steps; metrics over steps in `metrics.json` and `metrics.png`.", "",
               "## Use", "", "```bash",
               f"coherence generate --model {record['base']['spec']}+{result['adapter']} --prompts PROMPTS.jsonl",
-              f"vllm serve {record['base']['load_from']} --enable-lora --lora-modules "
+              f"vllm serve {record.get('base_hub_id') or record['base']['load_from']} --enable-lora --lora-modules "
               f"{result['name']}={result['adapter']}", "```", ""]
     return "\n".join(lines)

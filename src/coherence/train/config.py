@@ -21,7 +21,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from coherence.config import load_layered
+from coherence.config import load_layered, parse_set  # noqa: F401  (parse_set: re-exported for the CLI)
 from coherence.errors import ConfigError
 
 #: QLoRA quantisation (paper: 4-bit NF4, bf16 compute). Double quantisation is the QLoRA paper's default.
@@ -165,7 +165,7 @@ def load_train_config(path: str | Path | None, overrides: dict[str, Any] | None 
 
     Args:
         path: A YAML file with ``TrainConfig`` fields, or None.
-        overrides: Dotted keys to values; None values are skipped (flags not given).
+        overrides: Dotted keys to values; None sets a field to null (leave out the flags not given).
 
     Returns:
         The validated config.
@@ -175,20 +175,6 @@ def load_train_config(path: str | Path | None, overrides: dict[str, Any] | None 
     """
     return load_layered(TrainConfig, path, overrides, missing_fix="check the path; see configs/train-*.yaml",
                         start="'dpo:' or 'lora:'", section="train", fields_at="coherence/train/config.py")
-
-
-def parse_set(items: list[str] | None) -> dict[str, Any]:
-    """``["dpo.beta=0.2", "lora.r=8"]`` -> ``{"dpo.beta": 0.2, "lora.r": 8}`` (values parsed as YAML)."""
-    out: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE (fix: e.g. --set dpo.beta=0.2)")
-        try:
-            out[key.strip()] = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            out[key.strip()] = raw
-    return out
 
 
 def _check_keys(given: dict[str, Any], allowed: set[str], *, section: str, owner: str) -> None:

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from coherence.errors import CoherenceError
+from coherence.paths import check_output, mark, remove_owned, safe_name
 from coherence.train import data as tdata
-from coherence.train.base import resolve_base
+from coherence.train.base import hub_id, resolve_base
 from coherence.train.card import model_card
 from coherence.train.config import Resolved, TrainConfig, bnb_config, dpo_config, lora_config, resolve
 from coherence.train.metrics import collect, make_callback, plot
@@ -120,11 +121,21 @@ def _record(cfg: TrainConfig, resolved: Resolved, *, base: str, source: tdata.So
         "config": cfg.model_dump(mode="json"),
         "resolved": resolved.as_dict(),
         "base": {"spec": cfg.base, "load_from": base},
+        "base_hub_id": hub_id(cfg.base, base),
         "source": {"path": str(source.path), "run": source.run_dir.name if source.run_dir else None,
                    "packs": source.packs, "available": len(source.rows),
                    "offline_roles": _offline_roles(source.rows)},
         "versions": _versions(),
     }
+
+
+def _name_base(config: Path, base: str) -> None:
+    """Name the base by its Hub id in ``adapter_config.json`` (PEFT records the local path it loaded),
+    so that ``PeftModel.from_pretrained`` finds it on another machine."""
+    if config.is_file():
+        data = json.loads(config.read_text(encoding="utf-8"))
+        data["base_model_name_or_path"] = base
+        config.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def _same_job(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -195,13 +206,15 @@ def train(
     resolved = resolve(cfg)
     base, _ = resolve_base(cfg.base)
     name = cfg.name or f"{_slug(cfg.base or 'model')}-dpo"
+    safe_name(name, what="--name", fix="give a plain name such as smollm2-dpo; use --out for another folder")
     job = output_dir(source, name=name, runs_dir=runs_dir, out=out)
+    check_output(job, "train", what="--out" if out is not None else "--name")
     record = _record(cfg, resolved, base=base, source=source)
     from accelerate import PartialState
 
     state = PartialState()  # under `accelerate launch`, only the main process writes the job's files
     if overwrite and state.is_main_process:
-        shutil.rmtree(job, ignore_errors=True)
+        remove_owned(job, "train", what="--out" if out is not None else "--name")
     state.wait_for_everyone()
     if job.exists() and (job / "train_config.json").is_file():
         before = json.loads((job / "train_config.json").read_text(encoding="utf-8"))
@@ -211,7 +224,8 @@ def train(
         if (job / "result.json").is_file():
             say(f"already trained: {job} (nothing to do; --overwrite to train again)")
             return json.loads((job / "result.json").read_text(encoding="utf-8"))
-    job.mkdir(parents=True, exist_ok=True)
+    if state.is_main_process:
+        mark(job, "train")
     for note in resolved.notes:
         say(f"note: {note}")
 
@@ -254,6 +268,8 @@ def train(
     adapter = job / "adapter"
     trainer.save_model(str(adapter))
     trainer.processing_class.save_pretrained(str(adapter))
+    if state.is_main_process:
+        _name_base(adapter / "adapter_config.json", record["base_hub_id"])
     wall = round(time.monotonic() - started, 1)
     if not state.is_main_process:
         return {"name": name, "job": str(job), "adapter": str(adapter), "steps": steps}
