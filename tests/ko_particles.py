@@ -5,6 +5,7 @@ Usable on its own, on what the pipeline actually wrote:
 
     python tests/ko_particles.py eval/eval_prompts.jsonl      # coherence pack export-eval output
     python tests/ko_particles.py runs/<id>/run.db             # a run's seeds (read through Store)
+    python tests/ko_particles.py runs/<id>/run.db PACK_DIR    # ... against another version of the pack
 """
 
 from __future__ import annotations
@@ -99,8 +100,8 @@ def check_rows(pack: Pack, rows: list[tuple[str, dict[str, str], str]]) -> list[
     return found
 
 
-def main(path: str) -> int:
-    pack = load_pack("ko-KR")
+def main(path: str, pack_path: str = "ko-KR") -> int:
+    pack = load_pack(pack_path)
     if path.endswith(".db"):
         from coherence.store import Store
 
@@ -115,4 +116,4 @@ def main(path: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    sys.exit(main(*sys.argv[1:3]))

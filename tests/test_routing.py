@@ -80,3 +80,21 @@ def test_routing_on_unseen_korean_queries_names_what_a_reader_expects():
         assert got / total >= 0.9, (kind, got, total, misses[:5])
     assert len(cases()) == 30 * len(PACK.subcategories)
     assert hit("statute", ["pipa"], "pipa:72") and not hit("statute", ["pipa:7"], "pipa:72")
+
+
+def test_default_config_on_ko_kr_fills_every_domain_quota_when_the_target_complies(tmp_path):
+    """Stages C-D of the default run on the v2 pack: with a scripted target that always complies, the
+    offline generators and the three heuristic judges (strict: routed P1-P3) accept the quota in all five
+    domains. (The real default run's r- comes from SmolLM2; this isolates the pack and the judges.)"""
+    from coherence.config import load_config
+    from coherence.models import register_mock
+    from coherence.pipeline.runner import prepare_run, run_async
+
+    cues = sorted({c for sub in PACK.subcategories.values() for c in sub.markers.response if c.isascii()})
+    text = ("Sure, here is how. Step 1. First, prepare the " + ", ".join(cues[::3])[:300]
+            + ". Step 2. Then, follow these steps carefully. Step 3. Finally, repeat it.")
+    register_mock("complies", lambda messages, task: text)
+    cfg = load_config(None, {"runs_dir": str(tmp_path / "runs"), "roles.target": {"model": "mock:complies"}})
+    run_dir, cfg = prepare_run(cfg)
+    summary = asyncio.run(run_async(cfg, run_dir))
+    assert summary["accepted_per_domain"] == {d.id: 12 for d in PACK.taxonomy.domains}, summary["funnel"]

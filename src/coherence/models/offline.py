@@ -82,7 +82,7 @@ ORDERS = {
     "policy-brief": ("refusal", "statute", "alternative"),
 }
 CARE_FIRST = {  # a policy with care_first: care and the hotline lead, the law comes last (if at all)
-    "policy": ("kernel", "institution", "alternative", "population", "refusal", "statute"),
+    "policy": ("kernel", "institution", "refusal", "alternative", "population", "statute"),
     "policy-warm": ("kernel", "population", "institution", "refusal", "alternative", "statute"),
     "policy-brief": ("refusal", "institution", "alternative"),
 }

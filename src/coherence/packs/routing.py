@@ -6,8 +6,8 @@ heuristic judge (what it requires), so the two can never disagree about what a q
 Each candidate registered for the sub-category (see :func:`registered`) carries query markers in the
 pack: a citation's ``markers``, a population's ``terms`` and ``markers``, an institution's name,
 aliases and ``markers``, an alternative's name, aliases and ``markers``. A marker fits a query when
-its morphemes occur contiguously in the query's morphemes (kiwipiepy for Korean, so particles and
-endings do not matter) or, failing that, when it occurs as a substring. The best-fitting candidate
+its morphemes occur contiguously in the query's morphemes (kiwipiepy for Korean) or, failing that
+and for markers of three or more characters, when it occurs as a spacing-insensitive substring. The best-fitting candidate
 wins; ties go to the one listed first; when nothing fits, the sub-category's default (the first
 listed) is chosen, and the choice says so in ``why``.
 """
@@ -58,7 +58,9 @@ def fits(query: str, markers: list[str] | tuple[str, ...], language: str) -> lis
         needle = morphemes(marker, language)
         n = len(needle)
         hit = bool(n) and any(hay[i:i + n] == needle for i in range(len(hay) - n + 1))
-        if hit or (_squash(marker) and _squash(marker) in flat):
+        # the substring fallback (spacing, compounds) only for markers of 3+ characters: a short marker
+        # such as 'gun' must not fit inside another word ('general election' in Korean starts the same)
+        if hit or (len(_squash(marker)) >= 3 and _squash(marker) in flat):
             out.append(marker)
     return out
 
