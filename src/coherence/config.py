@@ -5,6 +5,8 @@ Settings apply in the order: defaults here, then the ``--config`` YAML, then CLI
 
 from __future__ import annotations
 
+import copy
+
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
 
@@ -225,11 +227,24 @@ def load_layered(model: type[_M], path: str | Path | None, overrides: dict[str, 
             raise ConfigError(f"{file}: expected a mapping at the top level (fix: start with {start})")
         if section and isinstance(data.get(section), dict):  # a section of a larger file
             data = data[section]
+    defaults: dict[str, Any] | None = None
     for dotted, value in (overrides or {}).items():
-        node = data
+        node, default_node = data, None
         *parents, leaf = dotted.split(".")
-        for part in parents:
-            child = node.setdefault(part, {})
+        for i, part in enumerate(parents):
+            if part not in node:
+                # a key inside a section neither the file nor an earlier override gave: start from the
+                # section's defaults (``--set roles.target.timeout=600`` keeps the default target model)
+                if defaults is None:
+                    try:
+                        defaults = model().model_dump()
+                    except ValidationError:
+                        defaults = {}
+                default_node = defaults
+                for p in parents[:i + 1]:
+                    default_node = default_node.get(p) if isinstance(default_node, dict) else None
+                node[part] = copy.deepcopy(default_node) if isinstance(default_node, dict) else {}
+            child = node[part]
             if not isinstance(child, dict):
                 raise ConfigError(f"{dotted}: {part} is not a section (fix: give a key inside it)")
             node = child
@@ -243,13 +258,19 @@ def load_layered(model: type[_M], path: str | Path | None, overrides: dict[str, 
                           f"(fix: see the {model.__name__} fields in {fields_at})") from None
 
 
+def _identity(roles: Roles) -> Any:
+    """The roles without their operational fields (bounds, timeouts, prices): what they answer."""
+    return roles.model_dump(exclude={name: {"__all__": ModelSpec.OPERATIONAL} if isinstance(getattr(roles, name), list)
+                                     else ModelSpec.OPERATIONAL for name in type(roles).model_fields})
+
+
 def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> RunConfig:
     """Defaults, then the YAML file, then ``overrides`` (dotted keys such as ``pipeline.target_count``;
     None sets a field to null). The built-in offline default run (no file, default roles, no
     ``pipeline.max_minutes`` given) gets the :data:`DEFAULT_RUN_MINUTES` time budget."""
     config = load_layered(RunConfig, path, overrides, missing_fix="check the path, or see configs/ for examples",
                           start="'roles:'", fields_at="coherence/config.py")
-    if path is None and "pipeline.max_minutes" not in (overrides or {}) and config.roles == Roles():
+    if path is None and "pipeline.max_minutes" not in (overrides or {}) and _identity(config.roles) == _identity(Roles()):
         config.pipeline.max_minutes = DEFAULT_RUN_MINUTES
     return config
 
