@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -25,6 +26,16 @@ def remaining() -> float | None:
     """Seconds left before the benchmark's :func:`deadline` (None if it set none): the timeout of a
     child process it waits for."""
     return max(1.0, _DEADLINE_AT[0] - time.monotonic()) if _DEADLINE_AT else None
+
+
+def parse_with_deadline(parser: "argparse.ArgumentParser", *, default: float, what: str) -> "argparse.Namespace":
+    """Add ``--deadline`` (default ``default`` seconds) to a benchmark's parser, parse, and start the
+    :func:`deadline` timer: every benchmark fails loudly instead of hanging."""
+    parser.add_argument("--deadline", type=float, default=default,
+                        help="seconds after which the benchmark stops and fails loudly (status 3) instead of hanging")
+    args = parser.parse_args()
+    deadline(args.deadline, what)
+    return args
 
 
 def deadline(seconds: float, what: str) -> threading.Timer:

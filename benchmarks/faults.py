@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import Server, deadline  # noqa: E402
+from _common import Server, parse_with_deadline  # noqa: E402
 
 FAULTS = {"p500": 0.10, "p429": 0.05, "ptimeout": 0.02, "pmalformed": 0.02}
 
@@ -164,10 +164,7 @@ def main() -> None:
     p.add_argument("--latency", type=float, default=0.02)
     p.add_argument("--kills", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--deadline", type=float, default=1800,
-                   help="seconds after which the benchmark stops and fails loudly (status 3) instead of hanging")
-    args = p.parse_args()
-    deadline(args.deadline, "benchmarks/faults.py")
+    args = parse_with_deadline(p, default=1800, what="benchmarks/faults.py")
     r = fault_run(pack=args.pack, seeds_per_template=-(-args.seeds // 109), max_seeds=args.seeds,
                   concurrency=args.concurrency, latency=args.latency, kills=args.kills, seed=args.seed)
     print(f"faults injected: {', '.join(f'{k} {v:.0%}' for k, v in FAULTS.items())}; "

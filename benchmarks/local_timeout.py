@@ -18,7 +18,7 @@ from pathlib import Path
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 
-from _common import deadline  # noqa: E402
+from _common import parse_with_deadline  # noqa: E402
 
 
 def scenario(*, groups: int, per_group: int, seconds: float, timeout: float, before: bool) -> dict[str, float]:
@@ -77,10 +77,7 @@ def main() -> None:
     p.add_argument("--per-group", type=int, default=8)
     p.add_argument("--batch-seconds", type=float, default=0.8)
     p.add_argument("--timeout", type=float, default=1.0)
-    p.add_argument("--deadline", type=float, default=600,
-                   help="seconds after which the benchmark stops and fails loudly (status 3) instead of hanging")
-    args = p.parse_args()
-    deadline(args.deadline, "benchmarks/local_timeout.py")
+    args = parse_with_deadline(p, default=600, what="benchmarks/local_timeout.py")
     kw = {"groups": args.groups, "per_group": args.per_group, "seconds": args.batch_seconds, "timeout": args.timeout}
     calls = args.groups * args.per_group
     print(f"{args.groups} groups of {args.per_group} calls arriving 0.1 s apart (concurrency {calls}), a batch "

@@ -21,7 +21,7 @@ HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-from _common import deadline  # noqa: E402
+from _common import parse_with_deadline  # noqa: E402
 
 
 def main() -> None:
@@ -29,10 +29,7 @@ def main() -> None:
     p.add_argument("--seeds-per-template", type=int, default=6)
     p.add_argument("--content-filter", type=float, default=0.05)
     p.add_argument("--context-length", type=float, default=0.01)
-    p.add_argument("--deadline", type=float, default=900,
-                   help="seconds after which the benchmark stops and fails loudly (status 3) instead of hanging")
-    args = p.parse_args()
-    deadline(args.deadline, "benchmarks/refusals.py")
+    args = parse_with_deadline(p, default=900, what="benchmarks/refusals.py")
 
     from fake_openai import FakeOpenAI, refusing
     from test_refusals import ending, handler, roles, touched

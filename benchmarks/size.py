@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import Server, deadline, peak_rss_mb  # noqa: E402
+from _common import Server, parse_with_deadline, peak_rss_mb  # noqa: E402
 from fake_server import answer  # noqa: E402
 
 ROLES = ("target", "attacker", "filler", "gen-1", "gen-2", "gen-3", "judge-q", "judge-r", "judge-a", "judge-b",
@@ -95,10 +95,7 @@ def main() -> None:
     p.add_argument("--http", action="store_true", help="roles on the zero-latency fake server, not mock:")
     p.add_argument("--jailbreak-rate", type=float, default=0.3)
     p.add_argument("--keep", type=Path, help="keep the run folder here")
-    p.add_argument("--deadline", type=float, default=3600,
-                   help="seconds after which the benchmark stops and fails loudly (status 3) instead of hanging")
-    args = p.parse_args()
-    deadline(args.deadline, "benchmarks/size.py")
+    args = parse_with_deadline(p, default=3600, what="benchmarks/size.py")
 
     from coherence.config import load_config
     from coherence.models import register_mock

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import _SERVERS, Server, deadline, remaining, remote_overrides  # noqa: E402
+from _common import _SERVERS, Server, parse_with_deadline, remaining, remote_overrides  # noqa: E402
 
 DISTILABEL_SCRIPT = r"""
 import json, sys, time, os, logging
@@ -206,10 +206,7 @@ def main() -> None:
                    help="distilabel settings to run, input_batch_size x replicas (each within the concurrency "
                         "bound); the best is compared. None: skip distilabel")
     p.add_argument("--no-faults", action="store_true", help="skip the run with injected 429s and 500s")
-    p.add_argument("--deadline", type=float, default=1800,
-                   help="seconds after which the benchmark stops and fails loudly (status 3) instead of hanging")
-    args = p.parse_args()
-    deadline(args.deadline, "benchmarks/throughput.py")
+    args = parse_with_deadline(p, default=1800, what="benchmarks/throughput.py")
     for setting in args.distilabel:
         batch, replicas = (int(x) for x in setting.split("x"))
         if batch * replicas > args.concurrency:

@@ -31,19 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from coherence.errors import CoherenceError
+from coherence.evaluate.specs import adapter_folder
 
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
                "TOKENIZERS_PARALLELISM": "false"}
-
-
-def _adapter_folder(path: str) -> Path:
-    folder = Path(path).expanduser()
-    if (folder / "adapter").is_dir() and not (folder / "adapter_config.json").is_file():
-        folder = folder / "adapter"
-    if not (folder / "adapter_config.json").is_file():
-        raise CoherenceError(f"{path}: no adapter_config.json (fix: BASE+runs/<id>/train/<name>/adapter, or a "
-                             f"runs/<id>/train/<name> folder)")
-    return folder.resolve()
 
 
 def _pretrained(base: str) -> str:
@@ -83,7 +74,7 @@ def hf_model_args(model_spec: str) -> dict[str, str]:
         spec = f"{base}+{job / 'adapter'}"
     base, plus, adapter = spec.rpartition("+")
     if plus and base:
-        return {"pretrained": _pretrained(base), "peft": str(_adapter_folder(adapter))}
+        return {"pretrained": _pretrained(base), "peft": str(adapter_folder(adapter))}
     return {"pretrained": _pretrained(spec)}
 
 

@@ -46,7 +46,8 @@ def _adapter_digest(folder: Path) -> str:
     return "sha256:" + h.hexdigest()[:16]
 
 
-def _adapter_folder(path: str) -> Path:
+def adapter_folder(path: str) -> Path:
+    """An adapter folder (or a train job folder holding ``adapter/``), resolved; one-line error if none."""
     folder = Path(path).expanduser()
     if (folder / "adapter").is_dir() and not (folder / "adapter_config.json").is_file():
         folder = folder / "adapter"
@@ -96,7 +97,7 @@ def resolve(given: str, *, max_tokens: int, label: str | None = None) -> EvalMod
         label = label or job.name
     base, plus, adapter = text.rpartition("+")
     if plus and base and not re.match(r"^[a-z][a-z0-9_]*:", adapter):
-        folder = _adapter_folder(adapter)
+        folder = adapter_folder(adapter)
         model = f"{_local_base(base)}+{folder}"
         params["adapter"] = _adapter_digest(folder)
         extra = LOCAL_DEFAULTS
