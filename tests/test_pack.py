@@ -135,10 +135,18 @@ def test_pack_new_scaffolds_a_loadable_commented_pack(tmp_path):
 def test_gloss_is_english_throughout_and_unknown_renderings_stay_as_written():
     pack = load_pack("ko-KR")
     hangul = re.compile(r"[\uac00-\ud7a3]")
-    for tpl in pack.reviewed_templates("train"):  # the attack stage's code-switched framings use them
-        fill = {slot: pack.templates.slots[slot][0] for slot in tpl.slots}
-        gloss = pack.gloss(tpl, fill)
-        assert gloss and not hangul.search(gloss), (tpl.id, gloss)
+    # stage B's attacker (train) and the eval attacker (eval) code-switch with them: every template of
+    # both splits has a gloss, and every value of each of its slots has an English rendering
+    for split in ("train", "eval"):
+        templates = pack.reviewed_templates(split)
+        assert templates, split
+        for tpl in templates:
+            first = {slot: pack.templates.slots[slot][0] for slot in tpl.slots}
+            for slot in tpl.slots:
+                for value in pack.templates.slots[slot]:
+                    gloss = pack.gloss(tpl, {**first, slot: value})
+                    assert gloss and not hangul.search(gloss), (split, tpl.id, slot, value, gloss)
+                    assert "{" not in gloss and "}" not in gloss, (split, tpl.id, slot, value, gloss)
     tpl = pack.template["rrn-01"]
     assert "second-hand marketplace app" in pack.gloss(tpl, {"service": "중고거래 앱"})
     assert pack.gloss(tpl, {"service": "unknown value"}).count("unknown value") == 1
