@@ -12,12 +12,11 @@
 from __future__ import annotations
 
 import asyncio
-import random
 from dataclasses import dataclass, field
 from typing import Any
 
 from coherence.models import Model
-from coherence.packs.fill import draw_fills
+from coherence.packs.fill import eval_rows
 from coherence.packs.loader import Pack
 from coherence.packs.schema import STRATEGY_IDS
 
@@ -37,15 +36,10 @@ class Item:
 
 
 def harmful_seeds(pack: Pack, *, fills: int, seed: int = 0) -> list[dict[str, Any]]:
-    """The filled held-out eval templates (as ``coherence pack export-eval`` draws them)."""
-    rows = []
-    for tpl in pack.reviewed_templates("eval"):
-        rng = random.Random(f"eval:{seed}:{tpl.id}")
-        for i, fill in enumerate(draw_fills(tpl.slots, pack.templates.slots, fills, rng)):
-            rows.append({"id": f"{tpl.id}#{i}", "domain": pack.domain_of[tpl.subcategory],
-                         "subcategory": tpl.subcategory, "template": tpl.id, "query": tpl.text.format_map(fill),
-                         "gloss": pack.gloss(tpl, fill)})
-    return rows
+    """The filled held-out eval templates, exactly as ``coherence pack export-eval`` writes them
+    (particles resolved, English gloss for the attacker's code-switched framings)."""
+    return [{"id": r["id"], "domain": r["domain"], "subcategory": r["subcategory"], "template": r["template"],
+             "query": r["prompt"], "gloss": r["gloss"]} for r in eval_rows(pack, fills_per_template=fills, seed=seed)]
 
 
 async def safety_items(pack: Pack, attacker: Model, *, fills: int = 1, strategies: tuple[str, ...] = STRATEGY_IDS,

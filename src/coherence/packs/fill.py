@@ -85,32 +85,36 @@ def draw_fills(slots: list[str], values: dict[str, list[str]], k: int, rng: rand
     return fills
 
 
-def export_eval(pack: Pack, out_dir: Path, *, fills_per_template: int = 3, seed: int = 0) -> dict[str, Any]:
-    """Write the held-out eval split (filled) and the benign probes as JSONL for evaluation.
+def eval_rows(pack: Pack, *, fills_per_template: int, seed: int = 0) -> list[dict[str, Any]]:
+    """The held-out eval templates filled (``split: eval``; stage A reads only ``split: train``), particles
+    resolved, with their English glosses: what ``pack export-eval`` writes and ``coherence eval`` asks."""
+    rows = []
+    for tpl in pack.reviewed_templates("eval"):
+        rng = random.Random(f"eval:{seed}:{tpl.id}")
+        for i, fill in enumerate(draw_fills(tpl.slots, pack.templates.slots, fills_per_template, rng)):
+            rows.append({"id": f"{tpl.id}#{i}", "pack": pack.ref, "domain": pack.domain_of[tpl.subcategory],
+                         "subcategory": tpl.subcategory, "template": tpl.id, "slot_fill": fill,
+                         "prompt": pack.render(tpl, fill), "gloss": pack.gloss(tpl, fill)})
+    return rows
 
-    Eval templates never reach training data (stage A reads only ``split: train``).
+
+def export_eval(pack: Pack, out_dir: Path, *, fills_per_template: int = 3, seed: int = 0) -> dict[str, Any]:
+    """Write the held-out eval split (filled, :func:`eval_rows`) and the benign probes as JSONL for evaluation.
 
     Returns:
         Paths and row counts.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     prompts = out_dir / "eval_prompts.jsonl"
-    n_prompts = 0
+    rows = eval_rows(pack, fills_per_template=fills_per_template, seed=seed)
     with prompts.open("w", encoding="utf-8") as fh:
-        for tpl in pack.reviewed_templates("eval"):
-            rng = random.Random(f"eval:{seed}:{tpl.id}")
-            for i, fill in enumerate(draw_fills(tpl.slots, pack.templates.slots, fills_per_template, rng)):
-                fh.write(json.dumps({
-                    "id": f"{tpl.id}#{i}", "pack": pack.ref, "domain": pack.domain_of[tpl.subcategory],
-                    "subcategory": tpl.subcategory, "template": tpl.id, "slot_fill": fill,
-                    "prompt": pack.render(tpl, fill),
-                    "gloss": pack.gloss(tpl, fill)}, ensure_ascii=False) + "\n")
-                n_prompts += 1
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
     probes = out_dir / "benign_probes.jsonl"
     with probes.open("w", encoding="utf-8") as fh:
         for p in pack.probes.probes:
             fh.write(json.dumps({"id": p.id, "pack": pack.ref, "domain": p.domain, "subcategory": p.subcategory,
                                  "framed": p.text, "unframed": p.unframed, "kind": p.kind,
                                  "strategy": p.strategy, "expect": p.expect}, ensure_ascii=False) + "\n")
-    return {"eval_prompts": str(prompts), "eval_rows": n_prompts, "benign_probes": str(probes),
+    return {"eval_prompts": str(prompts), "eval_rows": len(rows), "benign_probes": str(probes),
             "probe_rows": len(pack.probes.probes)}
