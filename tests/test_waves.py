@@ -110,3 +110,33 @@ def test_stop_at_any_commit_resumes_to_the_uninterrupted_result(tmp_path, small_
         summary, run_dir = run_pipeline(tmp_path, OVERRIDES, run_id=run_id)
         assert summary["status"] == "finished"
         assert _rows(run_dir) == reference, f"stopped at {where} {stop_at}"
+
+
+def test_a_time_budget_stops_after_whole_blocks_not_mid_wave(tmp_path):
+    """Within a wave, seeds are served in blocks of the target's concurrency: an invocation stopped by its
+    time budget has finished (and committed) its first seeds instead of taking every seed of the wave to
+    the same attempt (first come, first served across the wave, a resumed default run committed none of
+    161 seeds in 12 minutes)."""
+    import asyncio
+
+    from coherence.models import register_mock
+
+    async def slow_refuser(messages, task):
+        await asyncio.sleep(0.05)
+        return "I'm sorry, I can't help with that. I cannot do this."
+
+    register_mock("slow-refuser", slow_refuser)
+    summary, run_dir = run_pipeline(tmp_path, {
+        "roles.target": {"model": "mock:slow-refuser", "max_concurrency": 2},
+        "pipeline.target_count": 40, "pipeline.seeds_per_template": 6, "pipeline.domain_patience": None,
+        "pipeline.open_waves": 1, "pipeline.max_minutes": 0.05}, run_id="blocks")
+    assert summary["status"] == "time_budget"
+    db = sqlite3.connect(run_dir / "run.db")
+    wave = db.execute("SELECT status FROM seeds WHERE wave = 1 ORDER BY ord").fetchall()
+    attempts = db.execute("SELECT count(*) FROM attempts").fetchone()[0]
+    done = [s for (s,) in wave if s == "no_jailbreak"]
+    # the budget allowed fewer attempts than the wave needs (5 per seed, the target refuses them all)
+    assert attempts < 5 * len(wave) - 10, (attempts, len(wave))
+    # ... and the seeds it finished are the wave's first ones, committed in order
+    assert len(done) >= 2, (attempts, wave)
+    assert [s for (s,) in wave[:len(done)]] == done

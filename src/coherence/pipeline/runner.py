@@ -125,8 +125,9 @@ async def run_stages_async(ctx: RunContext) -> SeedStream:
 class Waves:
     """Waves of seeds through B -> C -> D, up to ``pipeline.open_waves`` of them in flight.
 
-    Every seed flows on its own as soon as it is ready, its calls ranked by its wave (an earlier
-    wave's calls first; within a wave, first come, first served). The decisions that depend on order (the least-used generator, the domain quotas)
+    Every seed flows on its own as soon as it is ready, its calls ranked by its wave and its block in
+    the wave (an earlier wave's calls first, then an earlier block's; within a block, first come, first
+    served: :data:`coherence.models.calls.PRIORITY`). The decisions that depend on order (the least-used generator, the domain quotas)
     are committed in one sequence across the waves (:class:`Turns`). When a wave's last seed has
     committed, the waves are topped up (:func:`_wave`), before any later seed commits; which top-ups
     were done is kept in the store (``topped_up``). So a run killed at any point resumes (with
@@ -184,11 +185,14 @@ deterministic providers; see the module docstring) to exactly
         self.respond.extend(len(members))
         self.filter.extend(len(members))
         self.last[base + len(members) - 1] = number
+        block = max(1, self.ctx.config.roles.target.max_concurrency)
         for k, seed in enumerate(members):
-            self.group.create_task(self._flow(base + k, seed))
+            self.group.create_task(self._flow(base + k, seed, (number, k // block)))
 
-    async def _flow(self, i: int, seed: dict[str, Any]) -> None:
-        PRIORITY.set(seed["wave"])  # this task's calls (and its children's) wait behind earlier waves' calls
+    async def _flow(self, i: int, seed: dict[str, Any], priority: tuple[int, int]) -> None:
+        # this task's calls (and its children's) wait behind earlier waves' calls and, within the wave,
+        # behind the earlier blocks' (see coherence.models.calls.PRIORITY)
+        PRIORITY.set(priority)
         try:
             await _seed_flow(self.ctx, i, seed, respond_turns=self.respond, filter_turns=self.filter,
                              usage=self.usage, left=self.left, order=self.order, on_commit=self._committed)
