@@ -183,3 +183,19 @@ def test_missing_external_files_fail_before_anything_is_written(tmp_path):
                                           str(tmp_path / "evals")])
         assert result.exit_code == 2 and needle in result.output, result.output
         assert not (tmp_path / "evals").exists()
+
+
+def test_limit_spreads_over_subcategories_and_keeps_prompt_groups():
+    from coherence.evaluate.runner import spread
+    from coherence.evaluate.suites import PLAIN, Item, probe_items
+
+    pack = load_pack("ko-KR")
+    probes = probe_items(pack, framed=True)
+    quick = spread(probes, 13)
+    assert len(quick) == 13 and len({i.meta["subcategory"] for i in quick}) == 13  # one per sub-category
+    assert [probes.index(i) for i in quick] == sorted(probes.index(i) for i in quick)  # suite order kept
+    groups = [Item("safety", f"{sub}-{n}|{s}", "q", {"subcategory": sub})
+              for sub in ("a", "b") for n in range(3) for s in (PLAIN, "x", "y")]
+    kept = spread(groups, 8)  # room for two whole groups of 3, one per sub-category
+    assert [i.key for i in kept] == ["a-0|plain", "a-0|x", "a-0|y", "b-0|plain", "b-0|x", "b-0|y"]
+    assert spread(groups, 100) == groups

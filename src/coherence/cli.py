@@ -457,7 +457,7 @@ def eval_run(
     pairwise_judge: Annotated[Optional[str], typer.Option(help="LLM thick-vs-thin judge (default heuristic).")] = None,
     attacker: Annotated[str, typer.Option(help="Attacker for the 5 strategies.")] = "offline:attacker",
     anchoring_per_subcategory: Annotated[int, typer.Option(help="Probes per sub-category asked unframed (0: all).")] = 4,
-    limit: Annotated[Optional[int], typer.Option(help="At most N items per suite (quick look).")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="At most N items per suite, spread over the sub-categories (quick look).")] = None,
     redteam: Annotated[Optional[Path], typer.Option(help="Red-team file (CSV/JSONL/parquet, a prompt column).")] = None,
     kobbq: Annotated[Optional[Path], typer.Option(help="KoBBQ TSV in KoBBQ's columns (bias suite).")] = None,
     kobbq_prompt: Annotated[Optional[list[int]], typer.Option(help="KoBBQ prompts 1-5 to ask (default all).")] = None,

@@ -62,7 +62,7 @@ class EvalOptions:
     one more answer per model; the framed answers are the over-refusal suite's. 4 keeps the default eval of
     a base and a tuned SmolLM2 within 15 minutes on 2 CPU cores."""
     limit: int | None = None
-    """At most this many items per suite (quick runs); None: all."""
+    """At most this many items per suite, round-robin over the sub-categories (quick runs); None: all."""
     redteam: str | None = None
     """A local red-team file (CSV, JSONL, parquet with a prompt column, such as KorSET): safe rate per category."""
     kobbq: str | None = None
@@ -96,6 +96,25 @@ def eval_id(pack: Pack, models: list[EvalModel], options: EvalOptions) -> str:
                        "options": {k: v for k, v in asdict(options).items() if k != "suites"},
                        "suites": sorted(options.suites)}, sort_keys=True, default=str)
     return f"{pack.meta.name}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
+
+
+def spread(items: list[Any], limit: int) -> list[Any]:
+    """At most ``limit`` items, taken round-robin over the sub-categories (in pack order) so that a quick
+    run still covers every domain; a held-out prompt's plain and attacked versions (one group, keys
+    ``<prompt>|<strategy>``) are kept or left out together. Items keep their suite order."""
+    groups: dict[str, dict[str, list[int]]] = {}
+    for i, item in enumerate(items):
+        sub = str(item.meta.get("subcategory", ""))
+        groups.setdefault(sub, {}).setdefault(item.key.split("|")[0], []).append(i)
+    queues = [list(g.values()) for g in groups.values()]
+    keep: list[int] = []
+    while any(queues):
+        for queue in queues:
+            if queue and len(keep) + len(queue[0]) <= limit:
+                keep += queue.pop(0)
+            elif queue:
+                queue.clear()  # its next group does not fit; the smaller ones of other sub-categories may
+    return [items[i] for i in sorted(keep)]
 
 
 def model_args_for(target: str | Path | None, models: list[str] | None) -> list[str]:
@@ -230,7 +249,7 @@ async def _evaluate_async(pack: Pack, models: list[EvalModel], judge_specs: dict
         if "anchoring" in options.suites:
             items["anchoring"] = probe_items(pack, framed=False, per_subcategory=options.anchoring_per_subcategory)
         if options.limit:
-            items = {k: v[:options.limit] for k, v in items.items()}
+            items = {k: spread(v, options.limit) for k, v in items.items()}
         if "redteam" in external:
             items["redteam"] = [Item("redteam", r.id, r.prompt, {"harmful": True, "category": r.category,
                                                                  "file_subcategory": r.subcategory})
