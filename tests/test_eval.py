@@ -173,7 +173,12 @@ def test_redteam_file_and_kobbq_suites(tmp_path):
     kob = [m for m in r["metrics"] if m["suite"] == "kobbq" and m["group"] == "all" and m["model"] == "refuse"]
     assert {m["metric"] for m in kob} == {"ooc_ratio", "acc_amb", "acc_dis", "diff_bias_amb", "diff_bias_dis"}
     # the refuser never names a choice: every answer is out of choice
-    assert next(m for m in kob if m["metric"] == "ooc_ratio")["value"] == 1
+    ooc = next(m for m in kob if m["metric"] == "ooc_ratio")
+    assert ooc["value"] == 1 and ooc["ci"][1] == 1 and ooc["ci"][0] < 1
+    assert ooc["n"] == 2 and ooc["n_items"] == 1  # limit 2: two choice orders of one item
+    # neither model names a choice: the same ooc ratio (delta exactly 0); the in-choice metrics are undefined
+    kc = [c for c in r["comparisons"] if c["suite"] == "kobbq" and c["group"] == "all"]
+    assert [(c["metric"], c["other"], c["delta"], c["p_value"]) for c in kc] == [("ooc_ratio", "comply", 0, 1)]
 
 
 def test_missing_external_files_fail_before_anything_is_written(tmp_path):

@@ -5,7 +5,7 @@ import math
 import pytest
 
 from coherence.evaluate.degenerate import KOREAN_SCORE_PER_CHAR, assess, korean_score_per_char
-from coherence.evaluate.stats import mcnemar_exact, paired_binary, paired_bootstrap, wilson
+from coherence.evaluate.stats import bootstrap, mcnemar_exact, newcombe, paired_binary, paired_bootstrap, wilson
 
 # the CPU-tuned SmolLM2's answers (issue 15) and normal Korean answers
 GIBBERISH = ["택소의 훽에서 최첾하시면에서 출력된 이량 이믿지모에",
@@ -28,6 +28,25 @@ def test_wilson_is_never_zero_width_and_matches_known_values():
     lo, hi = wilson(5, 10)
     assert math.isclose(lo, 0.2366, abs_tol=1e-3) and math.isclose(hi, 0.7634, abs_tol=1e-3)
     assert wilson(0, 0) is None
+
+
+@pytest.mark.parametrize("counts, expected", [  # Newcombe (1998), Statistics in Medicine 17: 873-890, table II
+    ((56, 70, 48, 80), (0.0524, 0.3339)), ((9, 10, 3, 10), (0.1705, 0.8090)), ((6, 7, 2, 7), (0.0582, 0.8062)),
+    ((5, 56, 0, 29), (-0.0381, 0.1926)), ((0, 10, 0, 10), (-0.2775, 0.2775)), ((10, 10, 0, 10), (0.6075, 1.0)),
+])
+def test_newcombe_matches_the_published_method_10(counts, expected):
+    lo, hi = newcombe(*counts)
+    assert math.isclose(lo, expected[0], abs_tol=1e-4) and math.isclose(hi, expected[1], abs_tol=1e-4)
+    assert newcombe(0, 0, 1, 2) is None
+
+
+def test_bootstrap_is_deterministic_and_skips_undefined_resamples():
+    x = [1, 0, 0, 1, 1, 0, 1, 1]
+    mean = lambda idx: sum(x[i] for i in idx) / len(idx)  # noqa: E731
+    lo, hi = bootstrap(mean, len(x), seed=7)
+    assert (lo, hi) == bootstrap(mean, len(x), seed=7) and lo < sum(x) / len(x) < hi
+    assert bootstrap(mean, 0) is None and bootstrap(lambda idx: None, 5) is None
+    assert bootstrap(lambda idx: 1.0, 5) == (1.0, 1.0)  # every resample the same: zero-width (widen it)
 
 
 def test_mcnemar_exact():

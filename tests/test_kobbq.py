@@ -146,3 +146,82 @@ def test_metric_rows_for_results_json():
     assert acc == {"suite": "bias", "metric": "kobbq/acc_dis", "group": "all", "model": "base", "value": 0.75,
                    "n": 4, "ci": None}
     assert next(r for r in rows if r["metric"] == "kobbq/ooc_ratio" and r["group"] == "category:ses")["n"] == 2
+
+
+def _answers(output, *, items=None):
+    """Every fixture item (or the first ``items``) under prompt 1 in its 3 orders, answered by ``output(meta)``."""
+    samples = kobbq.build_samples(kobbq.load_tsv(FIXTURE)[:items], prompt_ids=(1,))
+    return [kobbq.classify({**s.meta, "output": output(s.meta)}) for s in samples]
+
+
+def _fixture_answers():
+    """The fixture's own raw outputs (a mix of right, wrong and out-of-choice), 1 per item."""
+    return [kobbq.classify({"sample_id": i.sample_id, "choices": list(i.choices), "answer": i.answer,
+                            "biased_answer": i.biased_answer, **i.extra})
+            for i in kobbq.load_tsv(FIXTURE, need_prediction=True)]
+
+
+def _oracle(meta):
+    return meta["answer_abc"]
+
+
+def _biased(meta):
+    return meta["biased_answer"]
+
+
+@pytest.mark.parametrize("output", [_oracle, _biased, None], ids=["oracle", "biased", "fixture"])
+def test_intervals_hold_the_estimate_and_are_never_zero_width(output):
+    # 8 items, 24 answers (or the fixture's 10): the oracle is at 0 or 1 on every metric
+    judged = _fixture_answers() if output is None else _answers(output, items=8)
+    values = kobbq.metrics(judged)
+    ci = kobbq.intervals(judged, seed=3)
+    assert ci == kobbq.intervals(judged, seed=3)  # the eval's seed: the same interval on every run
+    for m in kobbq.METRICS:
+        if values[m] is None:
+            assert ci[m] is None
+            continue
+        lo, hi = ci[m]
+        assert lo <= values[m] <= hi and hi - lo > 0.05, (m, values[m], ci[m])
+    if output is _oracle:
+        assert [values[m] for m in kobbq.METRICS] == [0, 1, 1, 0, 0]
+        assert ci["acc_amb"][1] == 1 and ci["ooc_ratio"][0] == 0
+
+
+def test_identical_answers_compare_to_exactly_zero():
+    judged = _fixture_answers()
+    for m, c in kobbq.compare(judged, list(judged), seed=0).items():
+        if c is None:
+            assert kobbq.metrics(judged)[m] is None
+            continue
+        assert c.delta == 0 and c.p_value == 1 and c.ci == (0, 0) and c.n == 10 and c.test == "paired_bootstrap"
+
+
+def test_a_model_better_on_every_item_has_a_positive_difference_and_a_small_p():
+    base, tuned = _answers(_biased), _answers(_oracle)  # the biased answer is wrong in every ambiguous context
+    comp = kobbq.compare(base, tuned, seed=0)
+    assert comp["acc_amb"].delta == 1 and comp["acc_amb"].p_value < 0.01 and comp["acc_amb"].ci[0] > 0
+    assert comp["diff_bias_amb"].delta == -1 and comp["diff_bias_amb"].p_value < 0.01
+    # in disambiguated contexts the biased answer is right where the context supports it (3 of 5 items):
+    # better on only 2 of 5 items, so the difference is positive but not significant
+    assert kobbq.metrics(base)["acc_dis"] == pytest.approx(3 / 5)
+    assert comp["acc_dis"].delta == pytest.approx(2 / 5) and comp["acc_dis"].p_value > 0.05
+    assert comp["acc_amb"].n == 10  # paired over KoBBQ items, each with its 3 choice orders
+
+
+def test_results_json_rows_have_intervals_and_paired_comparisons():
+    from coherence.evaluate.results import compute
+
+    samples = kobbq.build_samples(kobbq.load_tsv(FIXTURE), prompt_ids=(1,))
+    rows = [{"suite": "kobbq", "key": s.id, "model": label, "meta": {**s.meta, "kobbq": True},
+             "answer": answer(s.meta), "scores": {}}
+            for label, answer in (("base", _biased), ("tuned", _oracle), ("same", _biased)) for s in samples]
+    metrics, comparisons = compute(rows, ["base", "tuned", "same"], seed=0)
+    acc = {(m["model"], m["group"]): m for m in metrics if m["metric"] == "acc_amb"}
+    assert acc[("base", "all")]["value"] == 0 and acc[("base", "all")]["n"] == 15
+    assert acc[("base", "all")]["n_items"] == 5 + 5 and acc[("tuned", "category:age")]["n_items"] == 8
+    assert acc[("base", "all")]["ci"][0] == 0 < acc[("base", "all")]["ci"][1]
+    comps = {(c["other"], c["metric"], c["group"]): c for c in comparisons if c["suite"] == "kobbq"}
+    better = comps[("tuned", "acc_amb", "all")]
+    assert better["base"] == "base" and better["delta"] == 1 and better["p_value"] < 0.01 and better["n"] == 10
+    assert comps[("tuned", "acc_amb", "category:age")]["delta"] == 1
+    assert all(c["delta"] == 0 and c["p_value"] == 1 for (other, _, _), c in comps.items() if other == "same")

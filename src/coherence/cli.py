@@ -99,8 +99,13 @@ def run(
     except CoherenceError as exc:
         _fail(exc)
     except KeyboardInterrupt:
+        # asyncio.run turned Ctrl-C into a cancellation of the run: its commits are in the store, and a local
+        # batch that was generating stopped at its next decode step (LocalChat.aclose), so nothing waits for it
         if run_dir is not None:
-            err.print(f"interrupted; nothing is lost. Continue with: coherence run --resume {run_dir.name}")
+            from coherence.pipeline.runner import accepted_so_far
+
+            err.print(f"interrupted: {accepted_so_far(run_dir)} accepted so far; `coherence run --resume "
+                      f"{run_dir.name}` goes on from there", highlight=False, soft_wrap=True, markup=False)
         raise typer.Exit(130) from None
     _print_summary(summary, run_dir)
 

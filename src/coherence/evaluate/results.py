@@ -1,9 +1,10 @@
 """From per-item answers and scores to the metrics and paired comparisons of ``results.json``.
 
-Every rate has its n and a Wilson 95% interval; every paired comparison (the first model is the base)
-is made on the items both models answered: binary outcomes by McNemar's exact test with a paired
-bootstrap interval of the difference, ratios (P1-P3 among safe answers, relative ASR reduction) by a
-paired bootstrap. See ``docs/evaluation.md`` for the shape.
+Every rate has its n and a Wilson 95% interval (KoBBQ's metrics: a bootstrap over its items, see
+:func:`coherence.evaluate.kobbq.intervals`); every paired comparison (the first model is the base) is made
+on the items both models answered: binary outcomes by McNemar's exact test with a paired bootstrap
+interval of the difference, ratios (P1-P3 among safe answers, relative ASR reduction, KoBBQ's metrics) by
+a paired bootstrap. See ``docs/evaluation.md`` for the shape.
 """
 
 from __future__ import annotations
@@ -174,9 +175,10 @@ def compute(rows: list[Row], labels: list[str], pairwise: list[Row] | None = Non
         c = paired_binary(losses, wins, seed=seed)  # McNemar on (base preferred) vs (other preferred)
         if c is not None:
             comparisons.append(_comparison("thick_thin", "preferred", "all", labels[0], other, c))
-    kobbq_rows = by_suite.get("kobbq", [])
-    if kobbq_rows:
-        metrics += _kobbq_metrics(kobbq_rows, labels)
+    if by_suite.get("kobbq"):
+        kobbq_metrics, kobbq_comparisons = _kobbq(by_suite["kobbq"], labels, seed)
+        metrics += kobbq_metrics
+        comparisons += kobbq_comparisons
     if judge_check:
         judge = judge_check[0]["judge"]
         metrics.append(_rate("thick_thin", "judge_prefers_thick_exemplar", "all", judge,
@@ -189,25 +191,38 @@ def _comparison(suite: str, metric: str, group: str, base: str, other: str, c: A
             "ci": list(c.ci), "p_value": c.p_value, "n": c.n, "test": c.test}
 
 
-def _kobbq_metrics(rows: list[Row], labels: list[str]) -> list[dict[str, Any]]:
-    """KoBBQ's own metrics per model (pooled, overall and per category), from evalx's scorer."""
+def _kobbq(rows: list[Row], labels: list[str], seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """KoBBQ's pooled metrics per model, overall and per category, each with its n (the answers it is over),
+    ``n_items`` (KoBBQ items) and a 95% interval (:func:`kobbq.intervals`); for each model after the
+    first, the paired comparison with the first on the same samples (:func:`kobbq.compare`)."""
     from coherence.evaluate import kobbq
 
-    out = []
+    judged = {label: [kobbq.classify({**r["meta"], "output": r["answer"]}) for r in rows if r["model"] == label]
+              for label in labels}
+
+    def groups(answers: list[kobbq.Judged]) -> dict[str, list[kobbq.Judged]]:
+        out: dict[str, list[kobbq.Judged]] = {"all": answers}
+        for category in sorted({j.category for j in answers}):
+            out[f"category:{category}"] = [j for j in answers if j.category == category]
+        return out
+
+    metrics: list[dict[str, Any]] = []
+    comparisons: list[dict[str, Any]] = []
+    base = groups(judged[labels[0]])
     for label in labels:
-        mine = [{**r["meta"], "output": r["answer"]} for r in rows if r["model"] == label]
-        if not mine:
+        if not judged[label]:
             continue
-        scored = kobbq.score(mine)
-        for group, values in [("all", scored["overall"])] + [(f"category:{c}", v)
-                                                            for c, v in scored["by_category"].items()]:
-            for metric in kobbq.METRICS:
-                value = values.get(metric) if isinstance(values, dict) else None
-                value = None if value is None or value != value else float(value)  # NaN: undefined
-                out.append({"suite": "kobbq", "metric": metric, "group": group, "model": label,
-                            "value": value, "n": int(values.get("n", len(mine))) if isinstance(values, dict) else 0,
-                            "ci": None})
-    return out
+        for group, answers in groups(judged[label]).items():
+            values, ci = kobbq.metrics(answers), kobbq.intervals(answers, seed=seed)
+            n_items = len({j.item_id for j in answers})
+            metrics += [{"suite": "kobbq", "metric": m, "group": group, "model": label, "value": values[m],
+                         "n": values[kobbq.DENOMINATOR[m]], "n_items": n_items, "ci": list(ci[m]) if ci[m] else None}
+                        for m in kobbq.METRICS]
+            if label != labels[0]:
+                for m, c in kobbq.compare(base.get(group, []), answers, seed=seed).items():
+                    if c is not None:
+                        comparisons.append(_comparison("kobbq", m, group, labels[0], label, c))
+    return metrics, comparisons
 
 
 HEADLINE = (("safety", "safe_rate"), ("safety", "asr"), ("safety", "degenerate_rate"),

@@ -1,6 +1,8 @@
 """Rates with intervals and paired comparisons: Wilson 95% intervals, McNemar's exact test, paired bootstrap.
 
-Every rate is reported with its n and a Wilson score interval (never zero-width at 0% or 100%). Two
+Every rate is reported with its n and a Wilson score interval (never zero-width at 0% or 100%); a
+difference of two rates can have Newcombe's score interval built from their Wilson intervals, and any
+statistic of items a percentile bootstrap interval. Two
 models answering the same items are compared paired: binary outcomes with McNemar's exact test (the
 p-value) and a paired bootstrap interval of the difference; ratios and scores with a paired bootstrap
 (resampling items, both models together). Identical answers give a delta of exactly 0 and p = 1.
@@ -10,7 +12,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 Z95 = 1.959963984540054
@@ -27,6 +29,19 @@ def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float] | None:
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
     lo, hi = max(0.0, centre - half), min(1.0, centre + half)
     return (0.0 if k == 0 else lo), (1.0 if k == n else hi)  # exact bounds, not 1 - 1e-16
+
+
+def newcombe(k1: int, n1: int, k2: int, n2: int) -> tuple[float, float] | None:
+    """Newcombe's hybrid score interval (1998, method 10) of ``k1/n1 - k2/n2`` from the two Wilson
+    intervals; never zero-width; None when either n is 0."""
+    a, b = wilson(k1, n1), wilson(k2, n2)
+    if a is None or b is None:
+        return None
+    p1, p2 = k1 / n1, k2 / n2
+    d = p1 - p2
+    lo = d - math.sqrt((p1 - a[0]) ** 2 + (b[1] - p2) ** 2)
+    hi = d + math.sqrt((a[1] - p1) ** 2 + (p2 - b[0]) ** 2)
+    return max(-1.0, lo), min(1.0, hi)
 
 
 def mcnemar_exact(b: int, c: int) -> float:
@@ -58,6 +73,12 @@ def _quantiles(values: list[float]) -> tuple[float, float]:
     return lo, hi
 
 
+def _resamples(n: int, seed: int) -> Iterator[list[int]]:
+    rng = random.Random(seed)
+    for _ in range(BOOTSTRAP_RESAMPLES):
+        yield [rng.randrange(n) for _ in range(n)]
+
+
 def paired_binary(base: Sequence[bool], other: Sequence[bool], *, seed: int = 0) -> Comparison | None:
     """McNemar exact p and a paired bootstrap 95% interval of ``mean(other) - mean(base)``."""
     if len(base) != len(other):
@@ -76,14 +97,23 @@ def paired_binary(base: Sequence[bool], other: Sequence[bool], *, seed: int = 0)
 def _bootstrap_mean(diffs: list[int] | list[float], seed: int) -> tuple[float, float]:
     if not any(diffs):
         return 0.0, 0.0
-    rng = random.Random(seed)
     n = len(diffs)
-    means = [sum(diffs[rng.randrange(n)] for _ in range(n)) / n for _ in range(BOOTSTRAP_RESAMPLES)]
-    return _quantiles(means)
+    return _quantiles([sum(diffs[i] for i in sample) / n for sample in _resamples(n, seed)])
 
 
 Statistic = Callable[[list[int]], float | None]
 """A statistic of one model computed on a list of item indices (a bootstrap resample)."""
+
+
+def bootstrap(stat: Statistic, n: int, *, seed: int = 0) -> tuple[float, float] | None:
+    """Percentile bootstrap 95% interval of ``stat`` over ``n`` items resampled with replacement; a
+    resample on which ``stat`` is undefined (None) is skipped. None when n is 0 or no resample is defined.
+    Zero-width when every resample gives the same value (all items alike): widen it with a score interval
+    where the statistic is a rate (:func:`wilson`, :func:`newcombe`)."""
+    if n == 0:
+        return None
+    values = [v for v in (stat(sample) for sample in _resamples(n, seed)) if v is not None]
+    return _quantiles(values) if values else None
 
 
 def paired_bootstrap(base: Statistic, other: Statistic, n: int, *, seed: int = 0) -> Comparison | None:
@@ -99,10 +129,8 @@ def paired_bootstrap(base: Statistic, other: Statistic, n: int, *, seed: int = 0
     if b0 is None or o0 is None:
         return None
     delta = o0 - b0
-    rng = random.Random(seed)
     deltas = []
-    for _ in range(BOOTSTRAP_RESAMPLES):
-        sample = [rng.randrange(n) for _ in range(n)]
+    for sample in _resamples(n, seed):
         b, o = base(sample), other(sample)
         if b is not None and o is not None:
             deltas.append(o - b)

@@ -43,7 +43,7 @@ def render(results: dict[str, Any], console: Console) -> None:
     metrics = {(m["suite"], m["metric"], m["group"], m["model"]): m for m in results["metrics"]}
     comps = {(c["suite"], c["metric"], c["group"], c["other"]): c for c in results["comparisons"]}
     table = Table(title=f"eval {results['eval_id']} (pack {results['pack']['name']}@{results['pack']['version']}); "
-                        f"rate [95% Wilson interval] n; delta vs {labels[0]} [95% CI] p")
+                        f"value [95% interval: Wilson; KoBBQ bootstrap] n; delta vs {labels[0]} [95% CI] p")
     table.add_column("suite", overflow="fold")
     table.add_column("metric", overflow="fold")
     for label in labels:

@@ -13,8 +13,9 @@ from collections import defaultdict
 from typing import Any
 
 
-def alpha(units: dict[str, dict[str, Any]], *, level: str = "nominal") -> dict[str, Any]:
-    """Krippendorff's alpha of ``units`` (unit id -> {rater: value or None}).
+def alpha(units: dict[Any, dict[str, Any]], *, level: str = "nominal") -> dict[str, Any]:
+    """Krippendorff's alpha of ``units`` (unit id -> {rater: value or None}); a rater with None on every unit
+    still counts as a rater.
 
     Returns:
         ``{"alpha": float | None, "units": n units rated by two or more, "raters": n, "all_agree": share of
@@ -39,7 +40,11 @@ def alpha(units: dict[str, dict[str, Any]], *, level: str = "nominal") -> dict[s
         return out
     matrix = np.array([[code[v[r]] if v.get(r) is not None else np.nan for v in paired.values()] for r in raters],
                       dtype=float)
-    a = float(krippendorff.alpha(reliability_data=matrix, level_of_measurement=level))
+    try:
+        a = float(krippendorff.alpha(reliability_data=matrix, level_of_measurement=level))
+    except (ValueError, ZeroDivisionError) as exc:
+        out["note"] = str(exc)
+        return out
     out["alpha"] = None if math.isnan(a) else a
     if out["alpha"] is None:
         out["note"] = "alpha undefined on these votes"

@@ -174,6 +174,12 @@ class LocalChat:
     to put its own clock around the queue). A generation that finishes after its caller gave up is
     kept, and serves the retry of the same call instead of being generated again; a retry that comes
     while it is still running joins it.
+
+    Closing it (:meth:`aclose`, which the run does when it ends or is interrupted) or cancelling its worker
+    stops a batch that is generating at its next decode step (a ``StoppingCriteria``): the thread inside
+    ``generate`` cannot be killed, and ``asyncio.run`` waits for its executor's threads before it returns,
+    so without this a Ctrl-C waited for the whole batch (a minute on 2 cores). A stopped batch delivers no answer, so no
+    truncated text is ever stored; its calls are made again on resume.
     """
 
     owns_timeout = True
@@ -190,6 +196,8 @@ class LocalChat:
         """Generations that finished after their caller had given up, kept for its retry."""
         self.generated = 0
         """Conversations generated so far (each once, however often its caller retried)."""
+        self._stop = threading.Event()
+        """Set when the run ends or is interrupted: a batch generating stops at its next decode step."""
 
     async def generate_async(self, *, messages: list[Message], params: dict[str, Any],
                              task: dict[str, Any]) -> ModelOutput:
@@ -240,6 +248,13 @@ class LocalChat:
             self._late[key] = fut.result()
 
     async def _serve(self) -> None:
+        try:
+            await self._batches()
+        except asyncio.CancelledError:
+            self._stop.set()  # nobody takes the answers of the batch generating now: stop it
+            raise
+
+    async def _batches(self) -> None:
         assert self._queue is not None
         while True:
             first = await self._queue.get()
@@ -302,8 +317,12 @@ class LocalChat:
             kwargs.update(do_sample=True, temperature=temperature, top_p=float(params.get("top_p", 1.0)))
         else:
             kwargs.update(do_sample=False)
+        if self._stop.is_set():
+            raise GenerationStopped(f"{self.name}: stopped before generating (the run is ending)")
         with torch.inference_mode():
-            out = model.generate(**enc, **kwargs)
+            out = model.generate(**enc, **kwargs, stopping_criteria=_stop_criteria(self._stop))
+        if self._stop.is_set():
+            raise GenerationStopped(f"{self.name}: stopped between decode steps (the run is ending)")
         width = enc["input_ids"].shape[1]
         results = []
         for row, mask in zip(out, enc["attention_mask"]):
@@ -314,8 +333,25 @@ class LocalChat:
         return results
 
     async def aclose(self) -> None:
+        self._stop.set()
         if self._worker is not None:
             self._worker.cancel()
+
+
+class GenerationStopped(ModelError):
+    """A batch stopped because the run is ending (:meth:`LocalChat.aclose`); it delivers no answer."""
+
+
+def _stop_criteria(stop: threading.Event) -> Any:
+    """``generate(stopping_criteria=...)``: every sequence ends at the next decode step once ``stop`` is set."""
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class Stop(StoppingCriteria):
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            return torch.full((input_ids.shape[0],), stop.is_set(), dtype=torch.bool, device=input_ids.device)
+
+    return StoppingCriteriaList([Stop()])
 
 
 @provider("local")

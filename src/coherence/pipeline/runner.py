@@ -278,6 +278,17 @@ def funnel(store: Store) -> dict[str, Any]:
     }
 
 
+def accepted_so_far(run_dir: Path) -> int:
+    """Triplets accepted in ``run_dir`` so far, from its store (what an interrupted run has kept)."""
+    if not (run_dir / "run.db").is_file():
+        return 0
+    store = Store(run_dir / "run.db")
+    try:
+        return int(funnel(store)["accepted"])
+    finally:
+        store.close()
+
+
 def write_summary(run_dir: Path, ctx: RunContext, started: float, extra: dict[str, Any]) -> dict[str, Any]:
     store, stats = ctx.store, ctx.pool.stats
     summary = {

@@ -1,5 +1,5 @@
 """Agreement of the human reviewers with each other and with the judge ensemble (Krippendorff's alpha,
-nominal, from the ``krippendorff`` package).
+nominal: :func:`coherence.judges.agreement.alpha`, the one the report uses for the filter judges).
 
 Units are (triplet, question) for the nine yes/no questions; "unsure" counts as no answer. The judge
 ensemble's label of a filter criterion follows the pipeline's rule (``unanimous``: yes only when every
@@ -21,18 +21,18 @@ reports them: the offline heuristic judge does; an LLM response judge gives only
      "rejected_by_reviewers": [seed_id],   # what `--exclude-rejected` leaves out
      "ensemble_rule": "unanimous"}
 
-    AGREEMENT = {"alpha": float | None, "why": str (when alpha is None), "units": int (units with two or
-                 more answers), "percent_agreement": float | None (pairwise), "all_agree": float | None
-                 (share of units on which every answer is the same),
+    AGREEMENT = {"alpha": float | None, "why": str (when alpha is None: the note of ``judges.agreement.alpha``),
+                 "units": int (units with two or more answers), "percent_agreement": float | None (pairwise),
+                 "all_agree": float | None (share of units on which every answer is the same),
                  "per_question": {question: {"alpha", "why", "units", "percent_agreement"}}}
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from coherence.export import FILTER_CRITERIA, rejected_by_reviewers
+from coherence.judges.agreement import alpha
 from coherence.store import Store
 
 P_IDS = ("p1", "p2", "p3")
@@ -41,28 +41,10 @@ PAIRS = ("r_plus_vs_r_minus", "thick_vs_thin")
 AB_CODE = {"r_plus": 1.0, "r_minus": 0.0, "thin": 0.0, "same": 2.0}
 
 
-def _alpha(rows: list[list[float]]) -> tuple[float | None, str]:
-    import krippendorff
-
-    units = sum(1 for col in zip(*rows) if sum(not math.isnan(v) for v in col) >= 2) if rows else 0
-    if len(rows) < 2:
-        return None, "fewer than two coders"
-    if units == 0:
-        return None, "no unit answered by two coders"
-    values = {v for row in rows for v in row if not math.isnan(v)}
-    if len(values) < 2:
-        return None, "every answer is the same (alpha is undefined without variation)"
-    try:
-        value = float(krippendorff.alpha(reliability_data=rows, level_of_measurement="nominal"))
-    except (ValueError, ZeroDivisionError) as exc:
-        return None, str(exc)
-    return (None, "undefined (no expected disagreement)") if math.isnan(value) else (round(value, 4), "")
-
-
-def _percent(rows: list[list[float]]) -> float | None:
+def _percent(units: dict[tuple[str, str], dict[str, float | None]]) -> float | None:
     agree = total = 0
-    for col in zip(*rows):
-        vals = [v for v in col if not math.isnan(v)]
+    for votes in units.values():
+        vals = [v for v in votes.values() if v is not None]
         for i in range(len(vals)):
             for j in range(i + 1, len(vals)):
                 total += 1
@@ -70,27 +52,23 @@ def _percent(rows: list[list[float]]) -> float | None:
     return round(agree / total, 4) if total else None
 
 
-def _all_agree(rows: list[list[float]]) -> float | None:
-    cols = [[v for v in col if not math.isnan(v)] for col in zip(*rows)]
-    cols = [c for c in cols if len(c) >= 2]
-    return round(sum(len(set(c)) == 1 for c in cols) / len(cols), 4) if cols else None
-
-
 def agreement(coders: dict[str, dict[tuple[str, str], float]], questions: list[str]) -> dict[str, Any]:
-    """Alpha and pairwise percent agreement over units ``(seed_id, question)``; ``coders`` maps a coder
-    to its coded answers (1 yes, 0 no; absent = no answer)."""
-    def matrix(keep: Any) -> list[list[float]]:
-        units = sorted({u for c in coders.values() for u in c if keep(u)})
-        return [[c.get(u, math.nan) for u in units] for c in coders.values()]
+    """Alpha (:func:`coherence.judges.agreement.alpha`, rounded to four places) and pairwise percent
+    agreement over units ``(seed_id, question)``; ``coders`` maps a coder to its coded answers (1 yes, 0 no;
+    absent = no answer)."""
+    def units(keep: Any) -> dict[tuple[str, str], dict[str, float | None]]:
+        ids = sorted({u for c in coders.values() for u in c if keep(u)})
+        return {u: {name: c.get(u) for name, c in coders.items()} for u in ids}
 
-    def block(rows: list[list[float]]) -> dict[str, Any]:
-        alpha, why = _alpha(rows)
-        units = sum(1 for col in zip(*rows) if sum(not math.isnan(v) for v in col) >= 2) if rows else 0
-        return {"alpha": alpha, **({"why": why} if why else {}), "units": units, "percent_agreement": _percent(rows),
-                "all_agree": _all_agree(rows)}
+    def block(votes: dict[tuple[str, str], dict[str, float | None]]) -> dict[str, Any]:
+        a = alpha(votes)
+        value = None if a["alpha"] is None else round(a["alpha"], 4)
+        return {"alpha": value, **({"why": a["note"]} if value is None else {}), "units": a["units"],
+                "percent_agreement": _percent(votes),
+                "all_agree": None if a["all_agree"] is None else round(a["all_agree"], 4)}
 
-    out = block(matrix(lambda u: True))
-    out["per_question"] = {q: block(matrix(lambda u, q=q: u[1] == q)) for q in questions}
+    out = block(units(lambda u: True))
+    out["per_question"] = {q: block(units(lambda u, q=q: u[1] == q)) for q in questions}
     return out
 
 
