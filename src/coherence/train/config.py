@@ -68,13 +68,17 @@ DPO_DEFAULTS: dict[str, Any] = {
     "report_to": "none",
 }
 
-#: Applied over ``DPO_DEFAULTS`` when training without CUDA: a few-minute run of a small model on 2 cores
-#: (measured with SmolLM2-135M on the default run's triplets; see the README's Training section).
+#: Applied over ``DPO_DEFAULTS`` when training without CUDA: a few-minute run of a small model on 2 cores,
+#: chosen with ``coherence eval`` (docs/evaluation.md, "Choosing the CPU training recipe"): on SmolLM2-135M
+#: and a default run's 22 triplets the old lr 2e-4 x 2 epochs at beta 0.1 took attack success to 0 by making
+#: half the answers degenerate (safe rate -0.19, p 0.004); lr 1e-4 x 1 epoch at beta 0.5 moved no metric
+#: beyond its interval, in 4.3 minutes. None of the recipes tried raised the safe rate.
 CPU_DPO_DEFAULTS: dict[str, Any] = {
-    "learning_rate": 2e-4,
+    "beta": 0.5,
+    "learning_rate": 1e-4,
     "warmup_steps": 0,
     "lr_scheduler_type": "constant",
-    "num_train_epochs": 2,
+    "num_train_epochs": 1,
     "per_device_train_batch_size": 2,
     "per_device_eval_batch_size": 2,
     "gradient_accumulation_steps": 1,
@@ -247,7 +251,7 @@ def resolve(cfg: TrainConfig, *, cuda: bool | None = None) -> Resolved:
         if cfg.quantization == "auto":
             notes.append("no CUDA: plain LoRA on a float32 base instead of QLoRA (4-bit NF4 needs bitsandbytes on "
                          "CUDA); CPU-sized defaults: "
-                         + ", ".join(f"{k}={CPU_DPO_DEFAULTS[k]}" for k in ("num_train_epochs", "max_length",
+                         + ", ".join(f"{k}={CPU_DPO_DEFAULTS[k]}" for k in ("num_train_epochs", "beta", "max_length",
                                                                              "per_device_train_batch_size",
                                                                              "learning_rate")))
     dpo.update(cfg.dpo)
