@@ -204,3 +204,26 @@ def test_limit_spreads_over_subcategories_and_keeps_prompt_groups():
     kept = spread(groups, 8)  # room for two whole groups of 3, one per sub-category
     assert [i.key for i in kept] == ["a-0|plain", "a-0|x", "a-0|y", "b-0|plain", "b-0|x", "b-0|y"]
     assert spread(groups, 100) == groups
+
+
+def test_terminal_table_is_one_table_per_compared_model_in_a_sweep():
+    from rich.console import Console
+
+    from coherence.evaluate.table import render
+
+    labels = ["base", "a", "b"]
+    results = {"eval_id": "x", "pack": {"name": "ko-KR", "version": "0"}, "models": [{"label": m} for m in labels],
+               "metrics": [{"suite": "safety", "metric": "safe_rate", "group": "all", "model": m, "value": v,
+                            "n": 10, "ci": [0.1, 0.9]} for m, v in zip(labels, (0.5, 0.6, 0.7))],
+               "comparisons": [{"suite": "safety", "metric": "safe_rate", "group": "all", "base": "base", "other": o,
+                                "delta": d, "ci": [-0.1, 0.3], "p_value": 0.5, "n": 10}
+                               for o, d in (("a", 0.1), ("b", 0.2))],
+               "calls": {"made": 0, "cached": 0}, "out": "evals/x", "wall_seconds": 1}
+    console = Console(width=100, record=True)
+    render(results, console)
+    text = console.export_text()
+    assert text.count("delta vs base") == 2 and "delta a" in text and "delta b" in text
+    assert "+0.20 [-0.10," in text and text.count("model calls:") == 1
+    two = Console(width=100, record=True)
+    render({**results, "models": results["models"][:2]}, two)
+    assert two.export_text().count("delta vs base") == 1

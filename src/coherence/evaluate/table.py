@@ -1,5 +1,7 @@
 """The terminal table of an eval: rows are metrics, columns are models, then one delta column per
-model compared with the base (difference, 95% interval, p-value)."""
+model compared with the base (difference, 95% interval, p-value). With more than one model compared with
+the base (a recipe sweep), one table per compared model (base, it, delta): six models side by side do not
+fit a terminal."""
 
 from __future__ import annotations
 
@@ -40,6 +42,12 @@ def rows_of(results: dict[str, Any]) -> list[tuple[str, str, str]]:
 
 def render(results: dict[str, Any], console: Console) -> None:
     labels = [m["label"] for m in results["models"]]
+    for shown in ([labels] if len(labels) <= 2 else [[labels[0], other] for other in labels[1:]]):
+        _table(results, shown, console)
+    _footer(results, console)
+
+
+def _table(results: dict[str, Any], labels: list[str], console: Console) -> None:
     metrics = {(m["suite"], m["metric"], m["group"], m["model"]): m for m in results["metrics"]}
     comps = {(c["suite"], c["metric"], c["group"], c["other"]): c for c in results["comparisons"]}
     table = Table(title=f"eval {results['eval_id']} (pack {results['pack']['name']}@{results['pack']['version']}); "
@@ -64,6 +72,9 @@ def render(results: dict[str, Any], console: Console) -> None:
             deltas = ["" for _ in labels[1:]]
         table.add_row(suite, name, *cells, *deltas)
     console.print(table)
+
+
+def _footer(results: dict[str, Any], console: Console) -> None:
     check = results.get("judge_checks", {}).get("pairwise")
     if check and not check["reliable"]:
         console.print(f"[yellow]unreliable pairwise judge:[/] {check['judge']} prefers the thick exemplar in "
