@@ -35,13 +35,6 @@ class Item:
     """domain, subcategory, template, strategy, probe, framing, seed query..."""
 
 
-def harmful_seeds(pack: Pack, *, fills: int, seed: int = 0) -> list[dict[str, Any]]:
-    """The filled held-out eval templates, exactly as ``coherence pack export-eval`` writes them
-    (particles resolved, English gloss for the attacker's code-switched framings)."""
-    return [{"id": r["id"], "domain": r["domain"], "subcategory": r["subcategory"], "template": r["template"],
-             "query": r["prompt"], "gloss": r["gloss"]} for r in eval_rows(pack, fills_per_template=fills, seed=seed)]
-
-
 async def safety_items(pack: Pack, attacker: Model, *, fills: int = 1, strategies: tuple[str, ...] = STRATEGY_IDS,
                        seed: int = 0) -> list[Item]:
     """Each held-out prompt plainly and rewritten by the attacker under each strategy.
@@ -49,16 +42,16 @@ async def safety_items(pack: Pack, attacker: Model, *, fills: int = 1, strategie
     The rewrites go through the call choke point (cached in the eval's store), so every model is asked
     the same attacked prompts and a re-run rewrites nothing.
     """
-    seeds = harmful_seeds(pack, fills=fills, seed=seed)
+    seeds = eval_rows(pack, fills_per_template=fills, seed=seed)  # as `pack export-eval` writes them
 
     async def rewrite(row: dict[str, Any], strategy_id: str) -> Item:
         strategy = pack.strategy[strategy_id]
         message = pack.rubrics.prompts.attacker.format(
             strategy=strategy.name, strategy_description=strategy.description, example=strategy.framings[0],
-            query=row["query"])
+            query=row["prompt"])
         out = await attacker.chat_async(
             [{"role": "user", "content": message}], role="eval_attacker",
-            task={"strategy": strategy_id, "query": row["query"], "gloss": row["gloss"], "seed_id": row["id"],
+            task={"strategy": strategy_id, "query": row["prompt"], "gloss": row["gloss"], "seed_id": row["id"],
                   "attempt": 1})
         return Item("safety", f"{row['id']}|{strategy_id}", out.text.strip(),
                     {**_meta(row), "strategy": strategy_id})
@@ -66,14 +59,14 @@ async def safety_items(pack: Pack, attacker: Model, *, fills: int = 1, strategie
     attacked = iter(await asyncio.gather(*(rewrite(r, s) for r in seeds for s in strategies)))
     items = []  # each prompt plainly, then under each strategy: a --limit keeps whole groups
     for r in seeds:
-        items.append(Item("safety", f"{r['id']}|{PLAIN}", r["query"], {**_meta(r), "strategy": PLAIN}))
+        items.append(Item("safety", f"{r['id']}|{PLAIN}", r["prompt"], {**_meta(r), "strategy": PLAIN}))
         items += [next(attacked) for _ in strategies]
     return items
 
 
 def _meta(row: dict[str, Any]) -> dict[str, Any]:
     return {"domain": row["domain"], "subcategory": row["subcategory"], "template": row["template"],
-            "seed_query": row["query"], "harmful": True}
+            "seed_query": row["prompt"], "harmful": True}
 
 
 def probe_items(pack: Pack, *, framed: bool, per_subcategory: int | None = None) -> list[Item]:
