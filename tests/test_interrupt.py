@@ -25,8 +25,13 @@ from conftest import EN_GB
 import coherence
 
 SCRIPT = r"""
-import sys, time
+import signal, sys, time
 from pathlib import Path
+
+# Ctrl-C as a terminal delivers it: a process started from a background job of a non-interactive shell (a CI
+# script run with `&`, `nohup`) inherits SIGINT *ignored*, and Python then installs no KeyboardInterrupt handler,
+# so the SIGINT below would do nothing. That, not the run, is why this test timed out in some full-suite runs.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 folder, slow, generating = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
 if not (folder / "config.json").is_file():
@@ -100,9 +105,6 @@ def _calls(db_path):
     return _rows(db_path, "SELECT key, response FROM calls")
 
 
-@pytest.mark.xfail(strict=False, reason="KNOWN DEFECT (stop 17): passes alone (22 s) but in the full suite the child "
-                   "did not exit within 60 s of SIGINT, twice in .ci/run; cause not found yet (an environment or state "
-                   "left by an earlier test?). Fix and remove this marker.")
 def test_ctrl_c_stops_a_generating_local_batch_within_seconds_and_resume_finishes(tmp_path):
     runs = tmp_path / "runs"
     args = ["--pack", str(EN_GB), "--runs-dir", str(runs), "--run-id", "victim", "--target-count", "4",
