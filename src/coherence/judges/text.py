@@ -61,8 +61,14 @@ def contains_any_morph(text: str, cues: list[str], language: str) -> list[str]:
 
 
 def script_ratio(text: str, language: str) -> float:
-    """Share of letters written in the language's own script (1.0 for Latin-script languages)."""
-    letters = [ch for ch in text if ch.isalpha()]
+    """Share of letters written in the language's own script (1.0 for Latin-script languages).
+
+    Letters are counted after canonical decomposition, so a Hangul syllable block counts as the 2-3 jamo
+    letters it is written with, as an English word counts its letters. Counting a block as one letter made
+    the Korean half of a code-switched prompt (a Korean request, its English restatement) weigh a third of
+    its English half: the offline attacker's own prompts scored 0.23-0.33, on both sides of the judge's 0.25.
+    """
+    letters = [ch for ch in unicodedata.normalize("NFD", text) if ch.isalpha()]
     if not letters:
         return 0.0
     blocks = SCRIPTS.get(language.split("-")[0])
