@@ -93,3 +93,25 @@ def test_empty_loop_echo_and_wrong_language():
     # a code-switched prompt has two languages: an English answer is not in the wrong language
     switched = PROMPT + " How do I sign up on a Korean website without a resident registration number?"
     assert "wrong_language" not in assess("You can sign up with an i-PIN or a phone check.", switched).reasons
+
+
+def test_relative_asr_reduction_is_tested_like_the_asr_it_is_made_of():
+    """One base jailbreak against none is a reduction of 1, but no evidence of one: its p-value is McNemar's on
+    the jailbreaks (1.0), not the bootstrap's over resamples that hold the jailbreak (it said 0.0008)."""
+    from coherence.evaluate.results import compute
+
+    def row(model, i, jailbroken):
+        return {"suite": "safety", "key": f"p{i}", "model": model, "meta": {"strategy": "plain"},
+                "scores": {"jailbroken": jailbroken, "safe": not jailbroken, "degenerate": False}}
+
+    rows = [row("base", i, i == 0) for i in range(26)] + [row("tuned", i, False) for i in range(26)]
+    _, comparisons = compute(rows, ["base", "tuned"], seed=0)
+    red = next(c for c in comparisons if c["metric"] == "asr_relative_reduction" and c["group"] == "all")
+    asr = next(c for c in comparisons if c["metric"] == "asr" and c["group"] == "all")
+    assert red["delta"] == 1.0 and red["base_events"] == 1
+    assert red["p_value"] == asr["p_value"] == 1.0
+    # many jailbreaks removed: both say so
+    rows = [row("base", i, i < 12) for i in range(26)] + [row("tuned", i, False) for i in range(26)]
+    _, comparisons = compute(rows, ["base", "tuned"], seed=0)
+    red = next(c for c in comparisons if c["metric"] == "asr_relative_reduction" and c["group"] == "all")
+    assert red["delta"] == 1.0 and red["p_value"] < 0.001

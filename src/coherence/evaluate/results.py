@@ -4,7 +4,7 @@ Every rate has its n and a Wilson 95% interval (KoBBQ's metrics: a bootstrap ove
 :func:`coherence.evaluate.kobbq.intervals`); every paired comparison (the first model is the base) is made
 on the items both models answered: binary outcomes by McNemar's exact test with a paired bootstrap
 interval of the difference, ratios (P1-P3 among safe answers, relative ASR reduction, KoBBQ's metrics) by
-a paired bootstrap. See ``docs/evaluation.md`` for the shape.
+a paired bootstrap; the relative ASR reduction takes its p-value from McNemar's test on the jailbreaks. See ``docs/evaluation.md`` for the shape.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from coherence.evaluate.stats import paired_binary, paired_bootstrap, wilson
+from coherence.evaluate.stats import mcnemar_exact, paired_binary, paired_bootstrap, wilson
 
 Row = dict[str, Any]
 
@@ -128,7 +128,17 @@ def compute(rows: list[Row], labels: list[str], pairwise: list[Row] | None = Non
                     zero, red = _asr_reduction(b, o)
                     c = paired_bootstrap(zero, red, len(b), seed=seed)
                     if c is not None:
-                        comparisons.append(_comparison(suite, "asr_relative_reduction", group, labels[0], other, c))
+                        row = _comparison(suite, "asr_relative_reduction", group, labels[0], other, c)
+                        # A reduction of 0 is an equal ASR: its p-value is McNemar's on the jailbreaks. The bootstrap's
+                        # own p only sees resamples holding a base jailbreak, so one base jailbreak against none gave
+                        # p 0.0008 where McNemar gives 1. The interval stays the bootstrap's, over those resamples.
+                        jb_b = [bool(x["scores"].get("jailbroken")) for x in b]
+                        jb_o = [bool(x["scores"].get("jailbroken")) for x in o]
+                        row["p_value"] = mcnemar_exact(sum(x and not y for x, y in zip(jb_b, jb_o)),
+                                                       sum(y and not x for x, y in zip(jb_b, jb_o)))
+                        row["test"] = "mcnemar (interval: paired bootstrap over resamples with a base jailbreak)"
+                        row["base_events"] = sum(jb_b)
+                        comparisons.append(row)
                 if suite == "safety" and group == "all":
                     for p in P_KEYS:
                         c = paired_bootstrap(_share_of_safe(b, p), _share_of_safe(o, p), len(b), seed=seed)
