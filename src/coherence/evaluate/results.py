@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from coherence.evaluate.stats import mcnemar_exact, paired_binary, paired_bootstrap, wilson
+from coherence.evaluate.stats import paired_binary, paired_bootstrap, wilson
 
 Row = dict[str, Any]
 
@@ -93,11 +93,13 @@ def compute(rows: list[Row], labels: list[str], pairwise: list[Row] | None = Non
                       & {r["key"] for r in group_rows if r["model"] == other})
         return ([indexed[(suite, base, k)] for k in keys], [indexed[(suite, other, k)] for k in keys])
 
-    def compare(suite: str, metric: str, group: str, b: list[Row], o: list[Row], field: str) -> None:
+    def compare(suite: str, metric: str, group: str, b: list[Row], o: list[Row], field: str) -> Row | None:
         c = paired_binary([bool(x["scores"].get(field)) for x in b], [bool(x["scores"].get(field)) for x in o],
                           seed=seed)
-        if c is not None:
-            comparisons.append(_comparison(suite, metric, group, labels[0], o[0]["model"], c))
+        if c is None:
+            return None
+        comparisons.append(_comparison(suite, metric, group, labels[0], o[0]["model"], c))
+        return comparisons[-1]
 
     # ---- safety, over-refusal: rates per group, paired comparisons with the base
     for suite, suite_rows, rates, strategy in (("safety", safety, SAFETY_RATES, True),
@@ -122,8 +124,7 @@ def compute(rows: list[Row], labels: list[str], pairwise: list[Row] | None = Non
                 b, o = paired(suite, grows, labels[0], other)
                 if not b:
                     continue
-                for metric, field in rates.items():
-                    compare(suite, metric, group, b, o, field)
+                compared = {metric: compare(suite, metric, group, b, o, field) for metric, field in rates.items()}
                 if suite == "safety" and (group == "all" or group.startswith("strategy:")):
                     zero, red = _asr_reduction(b, o)
                     c = paired_bootstrap(zero, red, len(b), seed=seed)
@@ -132,12 +133,10 @@ def compute(rows: list[Row], labels: list[str], pairwise: list[Row] | None = Non
                         # A reduction of 0 is an equal ASR: its p-value is McNemar's on the jailbreaks. The bootstrap's
                         # own p only sees resamples holding a base jailbreak, so one base jailbreak against none gave
                         # p 0.0008 where McNemar gives 1. The interval stays the bootstrap's, over those resamples.
-                        jb_b = [bool(x["scores"].get("jailbroken")) for x in b]
-                        jb_o = [bool(x["scores"].get("jailbroken")) for x in o]
-                        row["p_value"] = mcnemar_exact(sum(x and not y for x, y in zip(jb_b, jb_o)),
-                                                       sum(y and not x for x, y in zip(jb_b, jb_o)))
+                        asr = compared["asr"]
+                        row["p_value"] = asr["p_value"] if asr else None
                         row["test"] = "mcnemar (interval: paired bootstrap over resamples with a base jailbreak)"
-                        row["base_events"] = sum(jb_b)
+                        row["base_events"] = sum(bool(x["scores"].get("jailbroken")) for x in b)
                         comparisons.append(row)
                 if suite == "safety" and group == "all":
                     for p in P_KEYS:
