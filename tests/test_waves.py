@@ -140,3 +140,139 @@ def test_a_time_budget_stops_after_whole_blocks_not_mid_wave(tmp_path):
     # ... and the seeds it finished are the wave's first ones, committed in order
     assert len(done) >= 2, (attempts, wave)
     assert [s for (s,) in wave[:len(done)]] == done
+
+
+def _finish_run(tmp_path, run_id, finish, monkeypatch):
+    """A run against a batched ``local:`` target whose every batch takes 0.3 s (no weights), under a
+    6-second budget: like the default run, it has two or three blocks of seeds under attack at a time."""
+    import time
+
+    from coherence.models.base import ModelOutput
+    from coherence.models.local import LocalChat
+
+    def generate(self, conversations, params):
+        time.sleep(0.3)
+        return [ModelOutput(text="I'm sorry, I can't help with that. I cannot do this.", input_tokens=1,
+                            output_tokens=1, cost=0.0) for _ in conversations]
+
+    monkeypatch.setattr(LocalChat, "_generate_batch", generate)
+    monkeypatch.setattr(LocalChat, "loaded", lambda self: True)
+    summary, run_dir = run_pipeline(tmp_path, {
+        "roles.target": {"model": "local:fake-batches", "max_concurrency": 8},
+        "pipeline.target_count": 400, "pipeline.seeds_per_template": 40, "pipeline.domain_patience": None,
+        "pipeline.max_minutes": 0.1, "pipeline.finish_started_seeds": finish}, run_id=run_id)
+    db = sqlite3.connect(run_dir / "run.db")
+    unfinished = db.execute("SELECT count(DISTINCT s.id) FROM seeds s JOIN attempts a ON a.seed_id = s.id "
+                            "WHERE s.status = 'active'").fetchone()[0]
+    finished = db.execute("SELECT count(*) FROM seeds WHERE status = 'no_jailbreak'").fetchone()[0]
+    if finish:  # in commit order, every seed before the first one not started has finished
+        rows = db.execute("SELECT s.ord, s.status, (SELECT count(*) FROM attempts a WHERE a.seed_id = s.id) "
+                          "FROM seeds s WHERE s.wave IS NOT NULL ORDER BY s.wave, s.ord").fetchall()
+        first = next(k for k, (_, status, n) in enumerate(rows) if status == "active" and not n)
+        assert all(status != "active" for _, status, _ in rows[:first]), rows[:first + 1]
+    db.close()
+    return summary, unfinished, finished
+
+
+def test_near_its_time_budget_a_run_finishes_the_seeds_under_attack_instead_of_starting_new_ones(tmp_path,
+                                                                                                  monkeypatch):
+    monkeypatch.setattr(runner, "MAX_WAVE_PER_DOMAIN", 3)  # waves close while it finishes
+    """The default run on a float32 CPU left 71 seeds (212 attempts, a fifth of its work) half-attacked at
+    its deadline, and 4 jailbroken seeds waiting behind them: none of it counted in that invocation.
+    Near the deadline (``pipeline.finish_started_seeds``, on by default) a seed starts only if it and the
+    seeds under attack can finish, so the ones under attack finish and commit."""
+    off, unfinished_off, finished_off = _finish_run(tmp_path, "no-finish", False, monkeypatch)
+    assert off["status"] == "time_budget" and "finishing" not in off
+    assert unfinished_off >= 8, unfinished_off  # the deadline cut through the seeds under attack
+    summary, unfinished, finished = _finish_run(tmp_path, "finish", True, monkeypatch)
+    assert summary["status"] == "time_budget"
+    assert summary["finishing"]["seconds_before_deadline"] > 0
+    assert unfinished <= unfinished_off // 4, (unfinished, unfinished_off)
+    assert finished >= finished_off, (finished, finished_off)  # the same time commits as many seeds or more
+
+
+def test_the_finishing_gate_stops_only_calls_that_could_not_commit_in_this_invocation():
+    import math
+    from types import SimpleNamespace
+
+    attempted = {"started"}
+    ctx = SimpleNamespace(finishing_since=None, may_start_seed=lambda seed_id: True,
+                          store=SimpleNamespace(count=lambda table, where, seed_id: int(seed_id in attempted)))
+    waves = runner.Waves.__new__(runner.Waves)
+    waves.ctx = ctx
+    waves.respond, waves.filter = runner.Turns(10), runner.Turns(10)
+    assert waves._gate(3, "fresh", "target") is None  # far from the deadline: every call is made
+    ctx.may_start_seed, ctx.finishing_since = (lambda seed_id: False), 40.0
+    assert waves._gate(3, "started", "target") is None  # under attack: it finishes
+    assert "no new seed" in waves._gate(3, "fresh", "target")
+    assert "no new seed" in waves._gate(3, "fresh", "attacker")
+    assert waves._gate(3, "fresh", "generator-0") is None  # stages C and D of a seed that can commit go on
+    waves.filter.halt(2)  # seed 2 was not started: the seeds after it cannot commit in this invocation
+    assert "cannot commit" in waves._gate(3, "started", "target")
+    assert waves._gate(1, "started", "judge") is None
+    assert waves.filter.stop == 2 and waves.respond.stop == math.inf
+
+
+def test_a_seed_starts_near_the_deadline_only_if_the_seeds_under_attack_and_it_can_finish(tmp_path):
+    import time
+    from types import SimpleNamespace
+
+    from coherence.config import load_config
+    from coherence.pipeline.context import RunContext
+
+    config = load_config(None, {"roles.target": {"model": "mock:target", "max_concurrency": 4}})
+    stored = set()  # seeds with a stored attempt
+    store = SimpleNamespace(remaining_attempts=lambda max_attempts: 12,  # e.g. 4 seeds with 2 attempts done
+                            count=lambda table, where, seed_id: int(seed_id in stored))
+    budget = SimpleNamespace(deadline=None)
+    ctx = RunContext(store=store, pack=None, config=config, pool=SimpleNamespace(budget=budget))
+    assert ctx.may_start_seed("a")  # no time budget
+    budget.deadline = time.monotonic() + 100
+    assert ctx.may_start_seed("a")  # no target call measured yet
+    now = time.monotonic()
+    ctx.target_latency.extend([5.0] * 30)
+    ctx.target_done.extend(now - 60 + 2 * k for k in range(30))  # 30 answers in the last minute: 0.5 a second
+    budget.deadline = now + 60
+    # 12 remaining + 5 for "a": 17 / 0.5 a second + 2 latencies = 44 s: it starts
+    assert ctx.may_start_seed("a") and ctx.finishing_since is None
+    # "a" was let start but has no attempt stored yet: it counts, so "b" makes 22 attempts: 54 s
+    assert ctx.may_start_seed("b")
+    # and "c" 27: 64 s > 60 s left
+    assert not ctx.may_start_seed("c") and 59 <= ctx.finishing_since <= 60
+    stored.update("ab")  # their first attempts are stored: remaining_attempts counts them (the stub: 12)
+    assert ctx.may_start_seed("c") and ctx.starting == {"c"}
+    ctx.target_latency.extend([13.0] * 64)  # slow calls: "e"'s own 5 attempts in a row take 65 s
+    assert not ctx.may_start_seed("e")
+    config.pipeline.finish_started_seeds = False
+    assert ctx.may_start_seed("e")
+
+
+@pytest.mark.parametrize("after_attempts", [47, 63])
+def test_a_wave_that_closes_while_the_run_finishes_lets_the_next_waves_started_seeds_commit(
+        tmp_path, monkeypatch, after_attempts):
+    """The default run stopped starting seeds 91 s before its deadline, then the last seed of wave 2
+    committed; its top-up was refused because a later seed had stopped, which halted every seed of wave 3
+    (26 of them under attack, 94 attempts) for the rest of the invocation. While finishing, the top-up is
+    done (it reads only what wave 2 committed), so the seeds of wave 3 before the first one not started
+    finish and commit. New seeds stop after a fixed number of attempts here, so the timing is exact."""
+    from coherence.pipeline import context
+
+    def may_start_seed(self, seed_id):
+        if self.store.count("attempts") < after_attempts:
+            return True
+        self.finishing_since = self.finishing_since or 1.0
+        return False
+
+    monkeypatch.setattr(context.RunContext, "may_start_seed", may_start_seed)
+    monkeypatch.setattr(runner, "MAX_WAVE_PER_DOMAIN", 3)
+    summary, run_dir = run_pipeline(tmp_path, {
+        "roles.target": {"model": "mock:refuser", "max_concurrency": 4}, "pipeline.target_count": 400,
+        "pipeline.seeds_per_template": 40, "pipeline.domain_patience": None, "pipeline.max_minutes": 10},
+        run_id="finishing-top-up")
+    assert summary["status"] == "time_budget" and summary["finishing"]
+    db = sqlite3.connect(run_dir / "run.db")
+    rows = db.execute("SELECT s.wave, s.status, (SELECT count(*) FROM attempts a WHERE a.seed_id = s.id) "
+                      "FROM seeds s WHERE s.wave IS NOT NULL ORDER BY s.wave, s.ord").fetchall()
+    first = next(k for k, (_, status, n) in enumerate(rows) if status == "active" and not n)
+    assert rows[first][0] > 1  # the first seed not started is in a later wave than the first
+    assert all(status == "no_jailbreak" for _, status, _ in rows[:first]), rows[:first + 1]

@@ -174,7 +174,10 @@ def _print_summary(summary: dict[str, Any], run_dir: Path) -> None:
                       f"the run stopped cleanly before the next call. Continue it with "
                       f"`coherence run --resume {run_dir.name} --max-cost <higher USD>`")
     if summary.get("status") == "time_budget":
-        console.print(f"[yellow]time budget reached:[/] the run stopped cleanly; continue it with "
+        finishing = summary.get("finishing")
+        early = (f" (from {finishing['seconds_before_deadline']:.0f} s before it no new seed started, so the seeds "
+                 f"under attack could finish)" if finishing else "")
+        console.print(f"[yellow]time budget reached:[/] the run stopped cleanly{early}; continue it with "
                       f"`coherence run --resume {run_dir.name}` (add --max-minutes N for a longer budget)")
     ex = summary.get("exports", {})
     console.print(f"triplets: {ex.get('triplets_jsonl')} ({ex.get('rows')} rows)\n"

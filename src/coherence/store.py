@@ -440,6 +440,13 @@ class Store:
             r["provenance"] = json.loads(r["provenance"])
             yield r
 
+    def remaining_attempts(self, max_attempts: int) -> int:
+        """Attack attempts the seeds under attack (active, with at least one attempt) may still make."""
+        row = self.db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(n), 0) FROM (SELECT COUNT(*) AS n FROM attempts a JOIN seeds s "
+            "ON s.id = a.seed_id WHERE s.status = 'active' GROUP BY a.seed_id)").fetchone()
+        return max(0, row[0] * max_attempts - row[1])
+
     def count(self, table: str, where: str = "", *args: Any) -> int:
         assert table in {"seeds", "attempts", "candidates", "verdicts", "triplets", "calls", "call_errors"}
         return self.db.execute(f"SELECT COUNT(*) FROM {table}" + (f" WHERE {where}" if where else ""),

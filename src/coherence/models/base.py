@@ -25,6 +25,8 @@ class ModelOutput:
     """Set when the provider refused this one prompt (a 400 for content policy, an invalid prompt or
     the context length): its class (:data:`REFUSALS`); ``text`` is empty and ``extra["reason"]`` keeps
     the provider's message. What it means depends on the role (see the pipeline stages)."""
+    latency: float | None = None
+    """Seconds from the call's concurrency slot to its answer, for a call made now (None: from the cache)."""
 
 
 REFUSALS = ("content_filter", "invalid_prompt", "context_length")

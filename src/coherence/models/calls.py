@@ -200,6 +200,12 @@ class Budget:
                 self.on_spend(self.spent())
 
 
+CALL_GATE: contextvars.ContextVar[Callable[[str], str | None] | None] = contextvars.ContextVar(
+    "coherence_call_gate", default=None)
+"""Set by the runner for each seed's task: called with the call's role when a call of that task gets its
+concurrency slot; a reason (not None) stops the call with :class:`TimeLimitReached` (the run finishing
+before its time budget: :meth:`coherence.pipeline.runner.Waves._gate`)."""
+
 PRIORITY: contextvars.ContextVar[tuple[int, int]] = contextvars.ContextVar("coherence_call_priority",
                                                                          default=(0, 0))
 """Priority of the calls made in the current task: lower goes first when calls wait for a slot. The
@@ -366,6 +372,7 @@ class Model:
             out.cost = reserved
             out.extra["cost_estimated"] = True
         self.budget.settle(reserved, out.cost)
+        out.latency = latency
         self.stats.made += 1
         self.stats.bump(self.name, "made")
         self.stats.input_tokens += out.input_tokens or 0
@@ -397,6 +404,10 @@ class Model:
                 if self.stats.fatal:
                     raise FatalProviderError(self.stats.fatal)
                 self.budget.check_time(self.name)  # a call that waited past the deadline is not made
+                gate = CALL_GATE.get()
+                why = gate(role) if gate is not None else None
+                if why:  # checked when the slot is got, not when the call is queued (queues can be long)
+                    raise TimeLimitReached(f"{self.name}: {why}")
                 started = time.monotonic()
                 self.in_flight += 1
                 try:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
+import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -16,6 +19,8 @@ from coherence.store import Store
 
 T = TypeVar("T")
 
+log = logging.getLogger(__name__)
+
 Advance = Callable[[str, int], None]
 """``advance(stage, n)``: progress callback (the runner draws bars with it)."""
 
@@ -27,6 +32,55 @@ class RunContext:
     config: RunConfig
     pool: ModelPool
     advance: Advance = field(default=lambda stage, n: None)
+    target_latency: deque[float] = field(default_factory=lambda: deque(maxlen=64))
+    """Seconds from slot to answer of this invocation's recent target calls in stage B."""
+    target_done: deque[float] = field(default_factory=lambda: deque(maxlen=4096))
+    """``time.monotonic()`` when each of those calls was answered."""
+    starting: set[str] = field(default_factory=set)
+    """Seeds let start near the deadline (:meth:`may_start_seed`) whose first attempt is not stored yet."""
+    finishing_since: float | None = None
+    """Seconds before the deadline at which a seed was first not started (:meth:`may_start_seed`)."""
+
+    def note_target_call(self, latency: float) -> None:
+        """Stage B made a target call (not from the cache) that took ``latency`` s from slot to answer."""
+        self.target_latency.append(latency)
+        self.target_done.append(time.monotonic())
+
+    def may_start_seed(self, seed_id: str) -> bool:
+        """Whether seed ``seed_id`` may make its first attack attempt now: with a time budget, only if
+        the seeds under attack and it can make all their remaining attempts before the deadline.
+
+        They need ``remaining attempts / target calls answered per second`` (over the last minute or
+        four latencies), plus two target latencies for the last, partly filled rounds, and at least
+        ``max_attempts`` latencies (one seed's attempts wait for each other). Every seed let start whose
+        first attempt is not stored yet counts ``max_attempts``. (``pipeline.finish_started_seeds``;
+        the runner's call gate.) The first no is kept in :attr:`finishing_since` and logged."""
+        deadline, pipeline = self.pool.budget.deadline, self.config.pipeline
+        if deadline is None or not self.target_latency or not pipeline.finish_started_seeds:
+            return True
+        latency = sum(self.target_latency) / len(self.target_latency)
+        now = time.monotonic()
+        left = deadline - now
+        if left > 3 * pipeline.max_attempts * latency:
+            return True  # far from the deadline: no need to count
+        window = max(60.0, 4 * latency)
+        span = min(window, now - self.target_done[0])
+        answered = sum(1 for t in self.target_done if t >= now - window)
+        if span <= 0 or not answered:
+            return True
+        self.starting = {s for s in self.starting if not self.store.count("attempts", "seed_id = ?", s)}
+        remaining = (self.store.remaining_attempts(pipeline.max_attempts)
+                     + pipeline.max_attempts * len(self.starting | {seed_id}))
+        needed = max(pipeline.max_attempts * latency, remaining * span / answered + 2 * latency)
+        if left >= needed:
+            self.starting.add(seed_id)
+            return True
+        if self.finishing_since is None:
+            self.finishing_since = round(left, 1)
+            log.info("time budget: %.0f s left; the seeds under attack need about %.0f s (%d attempts at %.2f "
+                     "a second): no new seed starts (the next invocation starts them)", left, needed, remaining,
+                     answered / span)
+        return False
 
     def out_of_time(self) -> bool:
         """The time budget (the pool's deadline) has passed: no new attack attempt or seed fill starts

@@ -31,7 +31,7 @@ from coherence.config import ModelSpec, RunConfig
 from coherence.errors import CoherenceError
 from coherence.export import export_run
 from coherence.models import BudgetReached, ModelPool
-from coherence.models.calls import PRIORITY
+from coherence.models.calls import CALL_GATE, PRIORITY
 from coherence.packs.loader import load_pack
 from coherence.paths import check_output, mark, safe_name
 from coherence.pipeline.attack import attack_seed
@@ -50,9 +50,10 @@ def run_id_for(config: RunConfig, pack_digest: str, *, pack_name: str | None = N
     so ``ko-KR`` and ``packs/ko-KR`` are one run.
 
     What only changes how calls are made or priced (concurrency, rate limits, timeouts, retries,
-    prices, key variables: :attr:`ModelSpec.OPERATIONAL`) and the time budget are left out, so a run
+    prices, key variables: :attr:`ModelSpec.OPERATIONAL`) and the time budget (``max_minutes``,
+    ``finish_started_seeds``) are left out, so a run
     can be continued with a lower concurrency or a new price."""
-    data = config.model_dump(mode="json", exclude={"runs_dir": True, "pipeline": {"max_minutes"}})
+    data = config.model_dump(mode="json", exclude={"runs_dir": True, "pipeline": {"max_minutes", "finish_started_seeds"}})
     if pack_name is not None:
         data["pack"] = pack_name
     for spec in data["roles"].values():
@@ -164,8 +165,10 @@ deterministic providers; see the module docstring) to exactly
         (time or cost budget): the top-up is owed to the next invocation, and no later seed may commit
         before it (it reads the quotas as they were when wave ``closed`` committed)."""
         store = self.ctx.store
-        if self.filter.halted:
+        if self.filter.halted and self.ctx.finishing_since is None:
             return False
+        # finishing before the time budget (a later seed was not started): the top-up is still done, so the
+        # seeds of the open waves before that seed can commit; the new waves' seeds will not start
         while store.get_meta("wave", 0) - closed < self.ctx.config.pipeline.open_waves:
             wave = await _wave(self.ctx, closed, self.seeds)
             if wave is None:
@@ -193,6 +196,7 @@ deterministic providers; see the module docstring) to exactly
         # this task's calls (and its children's) wait behind earlier waves' calls and, within the wave,
         # behind the earlier blocks' (see coherence.models.calls.PRIORITY)
         PRIORITY.set(priority)
+        CALL_GATE.set(lambda role: self._gate(i, seed["id"], role))
         try:
             await _seed_flow(self.ctx, i, seed, respond_turns=self.respond, filter_turns=self.filter,
                              usage=self.usage, left=self.left, order=self.order, on_commit=self._committed)
@@ -205,6 +209,18 @@ deterministic providers; see the module docstring) to exactly
             self.respond.halt(i)
             self.filter.halt(i)
             raise
+
+    def _gate(self, i: int, seed_id: str, role: str) -> str | None:
+        """Why seed ``i`` should not make the call that just got its slot, near the time budget: a seed
+        that has not made its first attack attempt starts only if it can finish in time
+        (:meth:`RunContext.may_start_seed`), and once one did not, the seeds after it (which cannot commit
+        before the next invocation) make no call."""
+        if self.ctx.finishing_since is not None and i > min(self.respond.stop, self.filter.stop):
+            return "finishing before the time budget: an earlier seed stopped, so this one cannot commit now"
+        if (role in ("attacker", "target") and not self.ctx.store.count("attempts", "seed_id = ?", seed_id)
+                and not self.ctx.may_start_seed(seed_id)):
+            return "finishing before the time budget: no new seed starts its attack"
+        return None
 
     async def _committed(self, i: int) -> None:
         """Seed ``i`` has its final decision (and holds the turn): top up if it closed a wave."""
@@ -408,6 +424,10 @@ async def run_async(config: RunConfig, run_dir: Path, *, advance: Advance | None
         elif seeds.stopped == "time" or store.count(
                 "seeds", "status IN ('active', 'jailbroken', 'responded') AND wave IS NOT NULL"):
             status = "time_budget"
+        if ctx.finishing_since is not None:
+            extra["finishing"] = {"seconds_before_deadline": ctx.finishing_since,
+                                  "why": "no seed started its attack from then on, so the seeds under attack "
+                                         "could finish and commit; the next invocation starts the others"}
         return write_summary(run_dir, ctx, started, {"status": status, "exports": exported, **extra})
     finally:
         store.close()
