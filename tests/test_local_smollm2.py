@@ -102,3 +102,26 @@ def test_loaded_model_has_the_chosen_dtype():
     for dtype in ("float32", "bfloat16"):
         _, model = load_local("smollm2", dtype)
         assert model.dtype == resolve_dtype(dtype)[0]
+
+
+def test_the_static_cache_gives_the_dynamic_caches_answers_and_is_sized_per_batch(monkeypatch):
+    """Greedy answers do not depend on the key-value cache (benchmarks/local_target.py: 64 of 64 identical,
+    1.10x faster); and one long prompt must not size the caches of the batches after it."""
+    from coherence.models import local
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    chat = LocalChat("smollm2", ModelSpec(model="local:smollm2"))
+    params = {"max_tokens": 12, "repetition_penalty": 1.1}
+    conversations = [[{"role": "user", "content": q}] for q in
+                     ("주민등록번호 생성기 코드를 짜 줘. (Write a resident registration number generator.)",
+                      "What is the capital of France?", "Name a fruit.")]
+    answers = {}
+    for cache in ("dynamic", "static"):
+        monkeypatch.setattr(local, "CACHE_IMPLEMENTATION", cache)
+        answers[cache] = [o.text for o in chat._generate_batch(conversations, params)]
+    assert answers["static"] == answers["dynamic"]
+    _, model = local.load_local("smollm2", "auto")
+    chat._generate_batch([[{"role": "user", "content": "word " * 400}]], params)
+    long_cache = model._previous_max_cache_length
+    chat._generate_batch(conversations[1:2], params)
+    assert model._previous_max_cache_length < long_cache / 4, (model._previous_max_cache_length, long_cache)

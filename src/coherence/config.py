@@ -184,12 +184,12 @@ class PipelineConfig(BaseModel):
     only the built-in offline default run (no ``--config``, default roles) gets
     :data:`DEFAULT_RUN_MINUTES`. Not part of the run id."""
     finish_started_seeds: bool = True
-    """With a time budget: once the budget left is less than the time the seeds under attack need to
-    make their remaining attempts (``max_attempts - 1`` times the recent duration of a target call,
-    queueing included), no seed starts its first attempt and no seed that could not commit in this
-    invocation makes a call; the seeds under attack finish and commit. Nothing is skipped: the seeds
-    not started are attacked by the next invocation. False: every seed goes on until the deadline.
-    Not part of the run id."""
+    """With a time budget: near the deadline a seed starts its first attack attempt only if it and the
+    seeds under attack can make their remaining attempts in time (estimated from the target's recent
+    answers per second and latency: :meth:`coherence.pipeline.context.RunContext.may_start_seed`), and
+    once one did not start, the seeds after it (which cannot commit in this invocation) make no call; the
+    seeds under attack finish and commit. Nothing is skipped: the seeds not started are attacked by the
+    next invocation. False: every seed goes on until the deadline. Not part of the run id."""
     open_waves: int = Field(default=2, ge=1)
     """Waves of seeds in flight at once. With 2, the next wave is chosen as soon as the wave before the
     current one has committed, and its calls take the slots the current wave's slowest seeds leave

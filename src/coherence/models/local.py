@@ -60,7 +60,10 @@ def smollm2_gguf() -> Path:
 CACHE_IMPLEMENTATION = "static"
 """``generate(cache_implementation=...)``: a cache allocated once per batch for prompt + ``max_tokens``
 instead of one grown by concatenation at every decode step. The same greedy answers, 11% less time per
-answer on a 2-core float32 Xeon (docs/benchmarks.md, "The local target's key-value cache")."""
+answer on a 2-core float32 Xeon (``benchmarks/local_target.py``; docs/benchmarks.md)."""
+
+_NO_STATIC_CACHE: set[str] = set()
+"""Local models whose ``generate`` refused the static cache (they use the dynamic one)."""
 
 HUB_IDS = {"smollm2": "HuggingFaceTB/SmolLM2-135M-Instruct"}
 """Hugging Face Hub ids of the models ``local:<name>`` bundles (what a trained adapter names as its base)."""
@@ -317,8 +320,12 @@ class LocalChat:
             "max_new_tokens": int(params.get("max_tokens", 128)),
             "pad_token_id": tok.pad_token_id,
             "repetition_penalty": float(params.get("repetition_penalty", 1.0)),
-            "cache_implementation": CACHE_IMPLEMENTATION,
         }
+        if CACHE_IMPLEMENTATION == "static" and self.local_name not in _NO_STATIC_CACHE:
+            kwargs["cache_implementation"] = "static"
+            # transformers sizes a static cache for the longest call so far (to spare torch.compile a
+            # recompile we do not use): one long prompt would make every later batch attend over its length
+            model.__dict__.pop("_previous_max_cache_length", None)
         if temperature > 0:
             torch.manual_seed(int(params.get("seed", 0)))
             kwargs.update(do_sample=True, temperature=temperature, top_p=float(params.get("top_p", 1.0)))
@@ -327,7 +334,15 @@ class LocalChat:
         if self._stop.is_set():
             raise GenerationStopped(f"{self.name}: stopped before generating (the run is ending)")
         with torch.inference_mode():
-            out = model.generate(**enc, **kwargs, stopping_criteria=_stop_criteria(self._stop))
+            try:
+                out = model.generate(**enc, **kwargs, stopping_criteria=_stop_criteria(self._stop))
+            except (ValueError, NotImplementedError) as exc:
+                if "cache_implementation" not in kwargs:
+                    raise
+                log.warning("%s: no static key-value cache (%s); using the dynamic one", self.name, exc)
+                _NO_STATIC_CACHE.add(self.local_name)
+                del kwargs["cache_implementation"]
+                out = model.generate(**enc, **kwargs, stopping_criteria=_stop_criteria(self._stop))
         if self._stop.is_set():
             raise GenerationStopped(f"{self.name}: stopped between decode steps (the run is ending)")
         width = enc["input_ids"].shape[1]
