@@ -119,7 +119,7 @@ def test_the_static_cache_gives_the_dynamic_caches_answers_and_is_sized_per_batc
     for cache in ("dynamic", "static"):
         monkeypatch.setattr(local, "CACHE_IMPLEMENTATION", cache)
         answers[cache] = [o.text for o in chat._generate_batch(conversations, params)]
-    assert answers["static"] == answers["dynamic"]
+    assert answers["static"] == answers["dynamic"] and "smollm2" not in local._NO_STATIC_CACHE
     _, model = local.load_local("smollm2", "auto")
     chat._generate_batch([[{"role": "user", "content": "word " * 400}]], params)
     long_cache = model._previous_max_cache_length

@@ -62,6 +62,14 @@ CACHE_IMPLEMENTATION = "static"
 instead of one grown by concatenation at every decode step. The same greedy answers, 11% less time per
 answer on a 2-core float32 Xeon (``benchmarks/local_target.py``; docs/benchmarks.md)."""
 
+def _new_cache_per_call() -> bool:
+    """transformers 5 builds a static cache per ``generate`` call; 4.x kept one on the model and reused
+    it, which two roles sharing one loaded model could overwrite from their threads."""
+    import transformers
+
+    return int(transformers.__version__.split(".")[0]) >= 5
+
+
 _NO_STATIC_CACHE: set[str] = set()
 """Local models whose ``generate`` refused the static cache (they use the dynamic one)."""
 
@@ -321,7 +329,7 @@ class LocalChat:
             "pad_token_id": tok.pad_token_id,
             "repetition_penalty": float(params.get("repetition_penalty", 1.0)),
         }
-        if CACHE_IMPLEMENTATION == "static" and self.local_name not in _NO_STATIC_CACHE:
+        if CACHE_IMPLEMENTATION == "static" and self.local_name not in _NO_STATIC_CACHE and _new_cache_per_call():
             kwargs["cache_implementation"] = "static"
             # transformers sizes a static cache for the longest call so far (to spare torch.compile a
             # recompile we do not use): one long prompt would make every later batch attend over its length

@@ -217,7 +217,8 @@ deterministic providers; see the module docstring) to exactly
         before the next invocation) make no call."""
         if self.ctx.finishing_since is not None and i > min(self.respond.stop, self.filter.stop):
             return "finishing before the time budget: an earlier seed stopped, so this one cannot commit now"
-        if (role in ("attacker", "target") and not self.ctx.store.count("attempts", "seed_id = ?", seed_id)
+        if (role in ("attacker", "target") and seed_id not in self.ctx.starting  # let start: not stopped midway
+                and not self.ctx.store.count("attempts", "seed_id = ?", seed_id)
                 and not self.ctx.may_start_seed(seed_id)):
             return "finishing before the time budget: no new seed starts its attack"
         return None
