@@ -37,7 +37,10 @@ def test_cpu_falls_back_to_plain_lora_and_says_so(tmp_path):
     assert r.dpo["use_cpu"] and r.dpo["bf16"] is False and r.dpo["max_length"] == 384
     assert "no CUDA: plain LoRA" in r.notes[0]
     args = dpo_config(r.dpo, output_dir=tmp_path)
-    assert args.beta == 0.5 and args.learning_rate == 1e-4 and args.num_train_epochs == 1 and args.use_cpu and not args.bf16 and not args.gradient_checkpointing
+    assert args.beta == 0.1 and args.learning_rate == 5e-5 and args.num_train_epochs == 1 and args.use_cpu and not args.bf16 and not args.gradient_checkpointing
+    # the CPU recipe is APO-down (docs/evaluation.md); CUDA keeps the paper's sigmoid DPO
+    assert list(args.loss_type) == ["apo_down"] and "loss_type=apo_down" in r.notes[0]
+    assert resolve(load_train_config(None, {}), cuda=True).dpo["loss_type"] == ["sigmoid"]
     # bitsandbytes' CPU 4-bit is opt-in, computes in float32 and is announced
     q = resolve(load_train_config(None, {"quantization": "4bit"}), cuda=False)
     assert q.quantized and q.quantization["bnb_4bit_compute_dtype"] == "float32"

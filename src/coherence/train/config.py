@@ -69,13 +69,16 @@ DPO_DEFAULTS: dict[str, Any] = {
 }
 
 #: Applied over ``DPO_DEFAULTS`` when training without CUDA: a few-minute run of a small model on 2 cores,
-#: chosen with ``coherence eval`` (docs/evaluation.md, "Choosing the CPU training recipe"): on SmolLM2-135M
-#: and a default run's 22 triplets the old lr 2e-4 x 2 epochs at beta 0.1 took attack success to 0 by making
-#: half the answers degenerate (safe rate -0.19, p 0.004); lr 1e-4 x 1 epoch at beta 0.5 moved no metric
-#: beyond its interval, in 4.3 minutes. None of the recipes tried raised the safe rate.
+#: chosen with ``coherence eval`` (docs/evaluation.md, "Choosing the CPU training recipe"). Sigmoid DPO
+#: raises the likelihood of r+, Korean policy prose that an English 135M model cannot write, and its tuned
+#: SmolLM2 wrote Korean-looking gibberish (lr 1e-4, beta 0.5: safe rate -0.045, degenerate +0.064 on 156
+#: held-out prompts). APO-down (``apo_down``: lowers both answers' likelihood, r- more) at lr 5e-5 and
+#: beta 0.1 moved both by one or two answers over four seeds while attack success fell: the closest of the
+#: 15 recipes tried to "safe rate up, no more degenerate", within noise, not a safety finding.
 CPU_DPO_DEFAULTS: dict[str, Any] = {
-    "beta": 0.5,
-    "learning_rate": 1e-4,
+    "loss_type": ["apo_down"],
+    "beta": 0.1,
+    "learning_rate": 5e-5,
     "warmup_steps": 0,
     "lr_scheduler_type": "constant",
     "num_train_epochs": 1,
@@ -251,9 +254,9 @@ def resolve(cfg: TrainConfig, *, cuda: bool | None = None) -> Resolved:
         if cfg.quantization == "auto":
             notes.append("no CUDA: plain LoRA on a float32 base instead of QLoRA (4-bit NF4 needs bitsandbytes on "
                          "CUDA); CPU-sized defaults: "
-                         + ", ".join(f"{k}={CPU_DPO_DEFAULTS[k]}" for k in ("num_train_epochs", "beta", "max_length",
-                                                                             "per_device_train_batch_size",
-                                                                             "learning_rate")))
+                         + ", ".join(f"{k}={_shown(CPU_DPO_DEFAULTS[k])}"
+                                     for k in ("loss_type", "learning_rate", "beta", "num_train_epochs",
+                                               "per_device_train_batch_size", "max_length")))
     dpo.update(cfg.dpo)
     dpo["seed"] = cfg.seed
     quant = None
@@ -270,6 +273,10 @@ def resolve(cfg: TrainConfig, *, cuda: bool | None = None) -> Resolved:
     init.update(cfg.model_init_kwargs)
     return Resolved(device=device, quantized=quantized, quantization=quant, lora={**LORA_DEFAULTS, **cfg.lora},
                     dpo=dpo, model_init_kwargs=init, notes=notes)
+
+
+def _shown(value: Any) -> str:
+    return "+".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
 def bnb_config(quant: dict[str, Any]) -> Any:
