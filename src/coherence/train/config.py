@@ -74,7 +74,7 @@ DPO_DEFAULTS: dict[str, Any] = {
 #: SmolLM2 wrote Korean-looking gibberish (lr 1e-4, beta 0.5: safe rate -0.045, degenerate +0.064 on 156
 #: held-out prompts). APO-down (``apo_down``: lowers both answers' likelihood, r- more) at lr 5e-5 and
 #: beta 0.1 moved both by one or two answers over four seeds while attack success fell: the closest of the
-#: 15 recipes tried to "safe rate up, no more degenerate", within noise, not a safety finding.
+#: 13 recipes tried to "safe rate up, no more degenerate", within noise, not a safety finding.
 CPU_DPO_DEFAULTS: dict[str, Any] = {
     "loss_type": ["apo_down"],
     "beta": 0.1,
