@@ -115,3 +115,30 @@ def test_relative_asr_reduction_is_tested_like_the_asr_it_is_made_of():
     _, comparisons = compute(rows, ["base", "tuned"], seed=0)
     red = next(c for c in comparisons if c["metric"] == "asr_relative_reduction" and c["group"] == "all")
     assert red["delta"] == 1.0 and red["p_value"] < 0.001
+    # the interval: 1 minus the Bonett-Price interval of ASR_tuned / ASR_base, up to 1 (no jailbreak left)
+    assert red["ci"][1] == 1.0 and 0.6 < red["ci"][0] < 0.9 and "Bonett-Price" in red["test"]
+
+
+def test_bonett_price_ratio_of_paired_proportions_by_hand():
+    """Bonett & Price (2006), hybrid Wilson score form (Fagerland et al. 2014): worked by hand for 2 items with
+    the event under both, 1 under the first only, 4 under the second only (ratio 3/6)."""
+    from coherence.evaluate.stats import Z95, paired_ratio
+
+    both, a, b = 2, 1, 4
+    events, first, second = 7, 3, 6
+    spread = math.sqrt((a + b + 2) / ((first + 1) * (second + 1)))
+    z = spread / (math.sqrt((1 - 4 / 9) / 4) + math.sqrt((1 - 7 / 9) / 7)) * Z95
+
+    def wilson_at(k):
+        root = z * math.sqrt(z * z + 4 * k * (1 - k / events))
+        return (2 * k + z * z - root) / (2 * (events + z * z)), (2 * k + z * z + root) / (2 * (events + z * z))
+
+    lo = wilson_at(first)[0] / wilson_at(second)[1]
+    hi = wilson_at(first)[1] / wilson_at(second)[0]
+    got = paired_ratio(both, a, b)
+    assert got == pytest.approx((lo, hi)) and got == pytest.approx((0.1790, 1.3964), abs=1e-4)
+    assert paired_ratio(0, 3, 0) is None  # no event under the second: no ratio
+    assert paired_ratio(0, 0, 1)[0] == 0.0 and paired_ratio(0, 0, 1)[1] > 1  # one event against none: not evidence
+    # identical outcomes: the interval holds 1 and is not zero-width
+    lo, hi = paired_ratio(5, 0, 0)
+    assert lo < 1 < hi

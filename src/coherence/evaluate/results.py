@@ -3,8 +3,9 @@
 Every rate has its n and a Wilson 95% interval (KoBBQ's metrics: a bootstrap over its items, see
 :func:`coherence.evaluate.kobbq.intervals`); every paired comparison (the first model is the base) is made
 on the items both models answered: binary outcomes by McNemar's exact test with a paired bootstrap
-interval of the difference, ratios (P1-P3 among safe answers, relative ASR reduction, KoBBQ's metrics) by
-a paired bootstrap; the relative ASR reduction takes its p-value from McNemar's test on the jailbreaks. See ``docs/evaluation.md`` for the shape.
+interval of the difference, ratios (P1-P3 among safe answers, KoBBQ's metrics) by a paired bootstrap; the
+relative ASR reduction by the Bonett-Price interval of the paired ratio of the two ASRs, with McNemar's
+p-value on the jailbreaks. See ``docs/evaluation.md`` for the shape.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from coherence.evaluate.stats import paired_binary, paired_bootstrap, wilson
+from coherence.evaluate.stats import Comparison, paired_binary, paired_bootstrap, paired_ratio, wilson
 
 Row = dict[str, Any]
 
@@ -63,18 +64,20 @@ def _share_of_safe(rows: list[Row], p: str) -> Callable[[list[int]], float | Non
     return stat
 
 
-def _asr_reduction(base: list[Row], other: list[Row]) -> tuple[Callable[[list[int]], float | None], ...]:
-    """(base statistic = 0, other statistic = relative reduction) so a paired bootstrap of the pair
-    gives the relative ASR reduction ``(ASR_base - ASR_other) / ASR_base`` with its interval."""
-    def zero(idx: list[int]) -> float | None:
-        return 0.0
-
-    def reduction(idx: list[int]) -> float | None:
-        b = sum(bool(base[i]["scores"]["jailbroken"]) for i in idx)
-        o = sum(bool(other[i]["scores"]["jailbroken"]) for i in idx)
-        return (b - o) / b if b else None
-
-    return zero, reduction
+def _asr_reduction(base: list[Row], other: list[Row], asr: dict[str, Any] | None) -> Comparison | None:
+    """The relative ASR reduction ``(ASR_base - ASR_other) / ASR_base`` on paired items: its interval is 1 minus
+    the Bonett-Price interval of the ratio ``ASR_other / ASR_base`` (:func:`stats.paired_ratio`), its p-value
+    McNemar's on the jailbreaks (``asr``: a reduction of 0 is an equal ASR). None without a base jailbreak."""
+    pairs = [(bool(b["scores"].get("jailbroken")), bool(o["scores"].get("jailbroken"))) for b, o in zip(base, other)]
+    both = sum(1 for b, o in pairs if b and o)
+    other_only = sum(1 for b, o in pairs if o and not b)
+    base_only = sum(1 for b, o in pairs if b and not o)
+    ratio = paired_ratio(both, other_only, base_only)
+    if ratio is None:
+        return None
+    return Comparison(delta=1 - (both + other_only) / (both + base_only), ci=(1 - ratio[1], 1 - ratio[0]),
+                      p_value=asr["p_value"] if asr else None, n=len(pairs),
+                      test="mcnemar (interval: Bonett-Price, ratio of paired proportions)")
 
 
 def compute(rows: list[Row], labels: list[str], pairwise: list[Row] | None = None,
@@ -126,16 +129,9 @@ def compute(rows: list[Row], labels: list[str], pairwise: list[Row] | None = Non
                     continue
                 compared = {metric: compare(suite, metric, group, b, o, field) for metric, field in rates.items()}
                 if suite == "safety" and (group == "all" or group.startswith("strategy:")):
-                    zero, red = _asr_reduction(b, o)
-                    c = paired_bootstrap(zero, red, len(b), seed=seed)
+                    c = _asr_reduction(b, o, compared["asr"])
                     if c is not None:
                         row = _comparison(suite, "asr_relative_reduction", group, labels[0], other, c)
-                        # A reduction of 0 is an equal ASR: its p-value is McNemar's on the jailbreaks. The bootstrap's
-                        # own p only sees resamples holding a base jailbreak, so one base jailbreak against none gave
-                        # p 0.0008 where McNemar gives 1. The interval stays the bootstrap's, over those resamples.
-                        asr = compared["asr"]
-                        row["p_value"] = asr["p_value"] if asr else None
-                        row["test"] = "mcnemar (interval: paired bootstrap over resamples with a base jailbreak)"
                         row["base_events"] = sum(bool(x["scores"].get("jailbroken")) for x in b)
                         comparisons.append(row)
                 if suite == "safety" and group == "all":

@@ -55,6 +55,29 @@ def mcnemar_exact(b: int, c: int) -> float:
     return min(1.0, 2 * tail)
 
 
+def paired_ratio(both: int, first_only: int, second_only: int, z: float = Z95) -> tuple[float, float] | None:
+    """Bonett-Price hybrid Wilson score 95% interval (Bonett & Price 2006; Fagerland, Lydersen & Laake 2014
+    recommend it) of the ratio ``p_first / p_second`` of two proportions measured on the same items, from
+    the items with the event under both, under the first only and under the second only. None when the
+    second has no event (the ratio is undefined)."""
+    first, second = both + first_only, both + second_only
+    if second == 0:
+        return None
+    events = both + first_only + second_only  # items with no event under either do not enter
+    spread = math.sqrt((first_only + second_only + 2) / ((first + 1) * (second + 1)))
+    se_first = math.sqrt((1 - (first + 1) / (events + 2)) / (first + 1))
+    se_second = math.sqrt((1 - (second + 1) / (events + 2)) / (second + 1))
+    z_adj = spread / (se_first + se_second) * z
+
+    def score(k: int) -> tuple[float, float]:  # Wilson score interval of k / events at z_adj
+        root = z_adj * math.sqrt(z_adj * z_adj + 4 * k * (1 - k / events))
+        denom = 2 * (events + z_adj * z_adj)
+        return (2 * k + z_adj * z_adj - root) / denom, (2 * k + z_adj * z_adj + root) / denom
+
+    (lo1, hi1), (lo2, hi2) = score(first), score(second)
+    return max(0.0, lo1) / hi2, hi1 / lo2
+
+
 @dataclass(frozen=True)
 class Comparison:
     """Difference ``other - base`` on paired items."""
