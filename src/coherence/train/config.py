@@ -73,8 +73,9 @@ DPO_DEFAULTS: dict[str, Any] = {
 #: raises the likelihood of r+, Korean policy prose that an English 135M model cannot write, and its tuned
 #: SmolLM2 wrote Korean-looking gibberish (lr 1e-4, beta 0.5: safe rate -0.045, degenerate +0.064 on 156
 #: held-out prompts). APO-down (``apo_down``: lowers both answers' likelihood, r- more) at lr 5e-5 and
-#: beta 0.1 moved both by one or two answers over four seeds while attack success fell: the closest of the
-#: 13 recipes tried to "safe rate up, no more degenerate", within noise, not a safety finding.
+#: beta 0.1 moved both by noise-sized amounts over six trainings (mean safe +0.013, degenerate +0.010) while
+#: attack success fell on each and benign refusals rose by 0.14: the closest of the 13 recipes tried to
+#: "safe rate up, no more degenerate", on heuristic judges, not a safety finding.
 CPU_DPO_DEFAULTS: dict[str, Any] = {
     "loss_type": ["apo_down"],
     "beta": 0.1,
