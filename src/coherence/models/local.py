@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib.util
 import io
 import json
@@ -62,6 +63,8 @@ CACHE_IMPLEMENTATION = "static"
 instead of one grown by concatenation at every decode step. The same greedy answers, 11% less time per
 answer on a 2-core float32 Xeon (``benchmarks/local_target.py``; docs/benchmarks.md)."""
 
+
+@functools.cache
 def _new_cache_per_call() -> bool:
     """transformers 5 builds a static cache per ``generate`` call; 4.x kept one on the model and reused
     it, which two roles sharing one loaded model could overwrite from their threads."""
